@@ -1,0 +1,108 @@
+"""The ``derm1m`` command: one subcommand per DVC stage, plus tools (query, standalone annotate).
+
+Each stage subcommand is thin: load params.yaml (``--set`` overrides), call the stage's
+``run(params)``, exit. User errors (bad params, missing inputs) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+from pipeline.params import DEFAULT_PARAMS_FILE, load_params
+
+# subcommand -> (module with run(params), help)
+STAGES: dict[str, tuple[str, str]] = {
+    "demo-corpus": ("pipeline.stages.demo_corpus", "generate the synthetic demo corpus"),
+    "ingest": ("pipeline.stages.ingest", "read every source into pairs/images/rejects tables"),
+    "dedup": ("pipeline.stages.dedup", "cluster exact and near-duplicate images"),
+    "truncate": ("pipeline.stages.truncate", "fit captions to the text encoder's context"),
+    "split": ("pipeline.stages.split", "assign train/validation/holdout per cluster"),
+    "shard": ("pipeline.stages.shard", "write WebDataset shards per split"),
+    "metadata": ("pipeline.stages.metadata", "join every table into the final metadata"),
+    "report": ("pipeline.stages.report", "write metrics.json and plots"),
+    "train": ("pipeline.stages.train", "train DermLIP with open_clip on the shards"),
+    "evaluate": ("pipeline.stages.evaluate", "zero-shot and retrieval metrics on the holdout split"),
+}
+
+
+def _add_params_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: params.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one parameter, e.g. --set dedup.radius=6 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="derm1m", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in STAGES.items():
+        _add_params_args(sub.add_parser(name, help=help_text))
+
+    ann = sub.add_parser("annotate", help="annotate captions: the stage, or any CSV with --input")
+    _add_params_args(ann)
+    ann.add_argument("--input", help="CSV with a 'caption' column (standalone mode)")
+    ann.add_argument("--output", help="output CSV (standalone mode)")
+    ann.add_argument("--ontology", help="ontology: our OWL/YAML or a Derm1M-style ontology.json")
+
+    onto = sub.add_parser("ontology", help="build, import, export, show or check the ontology")
+    onto_sub = onto.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _add_params_args(onto_sub.add_parser("build", help="build the OWL file from ontology/conditions.yaml"))
+    imp = onto_sub.add_parser("import", help="convert a Derm1M-style ontology.json to OWL")
+    imp.add_argument("json_path")
+    imp.add_argument("--output", required=True, help="OWL file to write")
+    exp = onto_sub.add_parser("export", help="export an ontology as Derm1M-style JSON")
+    exp.add_argument("--format", default="derm1m-json", choices=["derm1m-json"])
+    exp.add_argument("--ontology", default=None, help="ontology file (default: the built OWL)")
+    exp.add_argument("--output", default="-", help="output file (default: stdout)")
+    show = onto_sub.add_parser("show", help="show a node's path, level and synonyms")
+    show.add_argument("name")
+    show.add_argument("--ontology", default=None)
+    chk = onto_sub.add_parser("check", help="check the ontology for cycles, orphans, clashing synonyms")
+    chk.add_argument("--ontology", default=None)
+
+    q = sub.add_parser("query", help="run read-only SQL (DuckDB) over every table")
+    q.add_argument("sql", nargs="?", help="SQL to run; omit with --tables")
+    q.add_argument("--tables", action="store_true", help="list the tables and their columns")
+    q.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    q.add_argument("--root", default=".", help="repository root holding data/ and shards/")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in STAGES:
+            params = load_params(args.params, args.overrides)
+            importlib.import_module(STAGES[args.command][0]).run(params)
+        elif args.command == "annotate":
+            from pipeline.stages import annotate
+
+            if args.input or args.output:
+                if not (args.input and args.output):
+                    raise PipelineError("derm1m annotate: --input and --output go together")
+                annotate.annotate_csv(Path(args.input), Path(args.output), args.ontology,
+                                      load_params(args.params, args.overrides) if Path(args.params).exists() else None)
+            else:
+                annotate.run(load_params(args.params, args.overrides))
+        elif args.command == "ontology":
+            from pipeline.stages import ontology
+
+            return ontology.main(args)
+        elif args.command == "query":
+            from pipeline import query
+
+            return query.main(args)
+    except PipelineError as exc:
+        print(f"derm1m {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"derm1m {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Image steps: decode-validate, perceptual hashing, near-duplicate search, clustering."""

@@ -1,0 +1,96 @@
+"""Decode-validate one image file: it opens, decodes fully, fits the limits; else a reason code.
+
+Why decode fully: a truncated JPEG opens fine and fails only when its pixels are read, so a
+header check would let partial downloads into the shards. The size recorded is the displayed
+size (after the EXIF orientation tag), which is what a viewer and the shard writer see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# EXIF orientations 5-8 swap width and height when applied.
+_SWAPS_AXES = {5, 6, 7, 8}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    sha256: str
+    bytes: int
+    format: str
+    mode: str
+    width: int
+    height: int
+    exif_orientation: int
+
+
+@dataclass(frozen=True)
+class ImageProblem:
+    reason: str
+    detail: str
+
+
+def validate_image(path: str | Path, max_pixels: int, min_side: int = 1) -> ImageInfo | ImageProblem:
+    """Return facts about a decodable image, or the reject reason for a bad one (never raises)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return ImageProblem("image_missing", f"no file at {path}")
+    except IsADirectoryError:
+        return ImageProblem("image_unreadable", f"{path} is a directory")
+    except OSError as exc:
+        return ImageProblem("image_unreadable", f"cannot read {path}: {exc.strerror or exc}")
+    if not data:
+        return ImageProblem("image_empty", f"{path} has 0 bytes")
+    return validate_image_bytes(data, max_pixels, min_side)
+
+
+def validate_image_bytes(data: bytes, max_pixels: int, min_side: int = 1) -> ImageInfo | ImageProblem:
+    """Validate image bytes (see :func:`validate_image`)."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt = (img.format or "").upper()
+                orientation = int(img.getexif().get(0x0112, 1) or 1)
+                img.load()
+                width, height = img.size
+                mode = img.mode
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return ImageProblem("image_too_large", str(exc).split(".")[0])
+    except UnidentifiedImageError:
+        head = data[:16].decode("ascii", "replace").strip()
+        return ImageProblem("image_not_an_image", f"not a recognised image format (starts with {head!r})")
+    except (OSError, SyntaxError, ValueError) as exc:
+        msg = str(exc)
+        if "truncated" in msg.lower() or "broken data stream" in msg.lower():
+            return ImageProblem("image_truncated", msg)
+        return ImageProblem("image_unreadable", msg or exc.__class__.__name__)
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    if orientation in _SWAPS_AXES:
+        width, height = height, width
+    if min(width, height) < min_side:
+        return ImageProblem("image_too_small", f"{width}x{height} is below the minimum side of {min_side}px")
+    return ImageInfo(hashlib.sha256(data).hexdigest(), len(data), fmt, mode, width, height, orientation)
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open an already validated image upright (EXIF applied) in RGB, as hashing and shards need."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            background = Image.new("RGB", rgba.size, (255, 255, 255))
+            background.paste(rgba, mask=rgba.getchannel("A"))
+            return background
+        return img.convert("RGB")

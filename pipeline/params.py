@@ -1,0 +1,82 @@
+"""Load ``params.yaml``, apply ``--set key=value`` overrides, and validate against the defaults.
+
+Why one module: every stage reads the same file that DVC tracks, so the keys a stage uses are
+the keys DVC hashes. Unknown keys and wrong types are configuration errors with a one-line fix,
+not tracebacks three stages later.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS_FILE, overrides: list[str] | None = None) -> dict:
+    """Read params from ``path`` and apply ``section.key=value`` overrides (values parsed as YAML)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such params file; run from the repository root or pass --params PATH")
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}); fix the syntax") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for item in overrides or []:
+        apply_override(params, item, source=str(path))
+    return params
+
+
+def apply_override(params: dict, item: str, source: str = "params") -> None:
+    """Apply one ``a.b.c=value`` override in place; the key must already exist (typo guard)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set dedup.radius=6")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    node: Any = params
+    for part in parts[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"{source}: unknown key {key!r} in --set; see params.yaml for valid keys")
+        node = node[part]
+    if not isinstance(node, dict) or parts[-1] not in node:
+        raise ConfigError(f"{source}: unknown key {key!r} in --set; see params.yaml for valid keys")
+    value = yaml.safe_load(raw)
+    old = node[parts[-1]]
+    if old is not None and value is not None and not _same_kind(old, value):
+        raise ConfigError(
+            f"{source}: --set {key}: expected {type(old).__name__}, got {type(value).__name__} ({raw!r})"
+        )
+    node[parts[-1]] = value
+
+
+def _same_kind(old: Any, new: Any) -> bool:
+    if isinstance(old, bool) or isinstance(new, bool):
+        return isinstance(old, bool) and isinstance(new, bool)
+    if isinstance(old, (int, float)) and isinstance(new, (int, float)):
+        return not (isinstance(old, int) and isinstance(new, float))
+    return isinstance(new, type(old))
+
+
+def section(params: dict, name: str, required: dict[str, type | tuple[type, ...]], source: str = "params.yaml") -> dict:
+    """Return ``params[name]`` after checking that each required key exists with the right type."""
+    if name not in params or not isinstance(params[name], dict):
+        raise ConfigError(f"{source}: missing section {name!r}; copy it from the repository's params.yaml")
+    sec = copy.deepcopy(params[name])
+    for key, kind in required.items():
+        if key not in sec:
+            raise ConfigError(f"{source}: missing key {name}.{key}; add it (see README 'Parameters')")
+        value = sec[key]
+        if isinstance(value, bool) and kind in (int, float, (int, float)):
+            raise ConfigError(f"{source}: {name}.{key} must be a number, got {value!r}")
+        if not isinstance(value, kind):
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ConfigError(f"{source}: {name}.{key} must be {names}, got {type(value).__name__} {value!r}")
+    return sec

@@ -1,0 +1,45 @@
+"""Reason codes for rejected rows, and the rejects table every stage writes.
+
+Every input row ends in an output table or here: no row is silently dropped. A reason is a
+stable snake_case code (users group by it in DuckDB); ``detail`` carries the specifics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+# Documented reason codes (README "Rejects"). Keep codes stable: they are part of the data contract.
+REASONS: dict[str, str] = {
+    "image_missing": "the record points to an image file that does not exist",
+    "image_empty": "the image file has zero bytes",
+    "image_not_an_image": "the file is not a decodable image (e.g. text or HTML named .jpg)",
+    "image_truncated": "the image file ends before its data does (partial download)",
+    "image_too_large": "the image exceeds the pixel limit (decompression-bomb guard)",
+    "image_too_small": "the image is smaller than ingest.min_side pixels on a side",
+    "image_unreadable": "the image could not be opened for another reason (see detail)",
+    "path_outside_root": "the record's image path escapes the source's data root",
+    "caption_empty": "the caption is empty or whitespace only",
+    "caption_missing": "the record has no caption and none can be derived",
+    "record_malformed": "the source row lacks a required field or has an invalid value",
+    "hash_failed": "the image could not be re-read for perceptual hashing",
+    "shard_image_failed": "the image could not be re-encoded for the shard",
+}
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One rejected input row: which stage, which record, why."""
+
+    stage: str
+    source: str
+    record_id: str
+    reason: str
+    detail: str
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.reason not in REASONS:
+            raise ValueError(f"undocumented reject reason {self.reason!r}; add it to pipeline/rejects.py")
+
+    def row(self) -> dict:
+        return asdict(self)

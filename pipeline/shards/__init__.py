@@ -1,0 +1,1 @@
+"""WebDataset shards: re-encode images, write reproducible tars, index them, count them."""

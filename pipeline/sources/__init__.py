@@ -1,0 +1,17 @@
+"""Source adapters: each turns one kind of raw layout into :class:`SourceRecord` rows.
+
+Add a source kind by writing an adapter class with ``kind`` and ``records()`` and registering
+it in :data:`ADAPTERS`. The ingest stage does the rest (image validation, ids, rejects).
+"""
+
+from pipeline.sources.base import SourceAdapter, SourceRecord
+from pipeline.sources.demo import DemoAdapter
+from pipeline.sources.derm1m_release import Derm1MReleaseAdapter
+from pipeline.sources.folder import ImageFolderAdapter
+from pipeline.sources.ham10000 import HAM10000Adapter
+
+ADAPTERS: dict[str, type[SourceAdapter]] = {
+    cls.kind: cls for cls in (DemoAdapter, Derm1MReleaseAdapter, ImageFolderAdapter, HAM10000Adapter)
+}
+
+__all__ = ["ADAPTERS", "SourceAdapter", "SourceRecord"]

@@ -1,0 +1,107 @@
+"""Stage ``annotate``: ontology labels, concepts and metadata for every pair's caption.
+
+Also the standalone ``derm1m annotate --input IN.csv --output OUT.csv``: any CSV with a
+``caption`` column gets the seven Derm1M release columns appended. Captions are processed in
+batches by a process pool (each worker builds its matchers once), in input order.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import PipelineError
+from pipeline.executor import map_ordered
+from pipeline.params import section
+from pipeline.stages import StageResult, Timer
+from pipeline.tables import atomic_path, read_table, write_table
+from pipeline.text.annotator import Annotator
+
+RELEASE_COLUMNS = ["disease_label", "hierarchical_disease_label", "skin_concept", "body_location",
+                   "symptoms", "age", "gender"]
+DEFAULT_VOCAB = {"concepts": "ontology/concepts.yaml", "body_sites": "ontology/body_sites.yaml",
+                 "symptoms": "ontology/symptoms.yaml"}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@functools.cache
+def _annotator(ontology: str, concepts: str, sites: str, symptoms: str) -> Annotator:
+    return Annotator.from_paths(ontology, concepts, sites, symptoms)
+
+
+def _annotate_batch(batch: list[tuple[str, str]], paths: tuple[str, str, str, str]) -> list[dict]:
+    annotator = _annotator(*paths)
+    return [annotator(caption, context).table_row() for caption, context in batch]
+
+
+def annotate_texts(captions: list[str], contexts: list[str], paths: tuple[str, str, str, str],
+                   workers: int, batch_size: int) -> list[dict]:
+    items = list(zip(captions, contexts, strict=True))
+    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    fn = functools.partial(_annotate_batch, paths=paths)
+    return [row for rows in map_ordered(fn, batches, workers, "annotate", "batch") for row in rows]
+
+
+def _vocab_paths(params: dict | None, ontology: str | None) -> tuple[str, str, str, str]:
+    cfg = params.get("annotate", {}) if params else {}
+
+    def pick(key: str, default: str) -> str:
+        value = cfg.get(key, default)
+        path = Path(value)
+        return str(path if path.exists() else REPO_ROOT / default)
+
+    onto = ontology or pick("ontology", "ontology/build/dermatology.owl")
+    if not Path(onto).exists():
+        fallback = REPO_ROOT / "ontology" / "conditions.yaml"
+        if ontology is None and fallback.exists():
+            onto = str(fallback)
+        else:
+            raise PipelineError(f"ontology {onto} not found; pass --ontology PATH or run `derm1m ontology build`")
+    return (onto, pick("concepts", DEFAULT_VOCAB["concepts"]), pick("body_sites", DEFAULT_VOCAB["body_sites"]),
+            pick("symptoms", DEFAULT_VOCAB["symptoms"]))
+
+
+def run(params: dict) -> StageResult:
+    cfg = section(params, "annotate", {"out": str, "ontology": str, "concepts": str, "body_sites": str,
+                                       "symptoms": str, "batch_size": int})
+    workers = section(params, "ingest", {"workers": int})["workers"]
+    ingest_out = Path(section(params, "ingest", {"out": str})["out"])
+    with Timer(StageResult("annotate")) as result:
+        pairs = read_table("pairs", ingest_out / "pairs.parquet")
+        paths = (cfg["ontology"], cfg["concepts"], cfg["body_sites"], cfg["symptoms"])
+        for p in paths:
+            if not Path(p).exists():
+                raise PipelineError(f"annotate: {p} not found; run `dvc repro` (or `derm1m ontology build`)")
+        rows = annotate_texts(pairs["caption"].tolist(), pairs["context"].tolist(), paths, workers, cfg["batch_size"])
+        frame = pd.DataFrame(rows)
+        frame.insert(0, "pair_id", pairs["pair_id"].to_numpy())
+        write_table(frame, "annotations", Path(cfg["out"]) / "annotations.parquet")
+        result.rows_in = result.rows_out = len(frame)
+        result.extra = {"with diagnosis": int((frame["label_source"] != "none").sum())}
+    return result
+
+
+def annotate_csv(input_path: Path, output_path: Path, ontology: str | None, params: dict | None) -> StageResult:
+    """Append the seven release columns to any CSV with a ``caption`` column (other columns kept)."""
+    with Timer(StageResult("annotate")) as result:
+        if not input_path.exists():
+            raise PipelineError(f"{input_path}: no such file")
+        try:
+            frame = pd.read_csv(input_path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise PipelineError(f"{input_path}: cannot parse as CSV ({exc.__class__.__name__}: {exc})") from None
+        if "caption" not in frame.columns:
+            raise PipelineError(f"{input_path}: needs a 'caption' column; found {list(frame.columns)}")
+        context = frame["context"] if "context" in frame.columns else pd.Series([""] * len(frame))
+        workers = (params or {}).get("ingest", {}).get("workers", 1)
+        rows = annotate_texts(frame["caption"].tolist(), context.tolist(), _vocab_paths(params, ontology), workers, 1000)
+        out = frame.drop(columns=[c for c in RELEASE_COLUMNS if c in frame.columns])
+        for col in RELEASE_COLUMNS:
+            out[col] = [r[col] for r in rows]
+        with atomic_path(output_path) as tmp:
+            out.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        result.rows_in = result.rows_out = len(out)
+    return result

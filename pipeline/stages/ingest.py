@@ -1,0 +1,122 @@
+"""Stage ``ingest``: every configured source through its adapter into pairs, images and rejects.
+
+Per record: confine the image path to the source root, normalise the caption, and check the
+image once (decode-validate in parallel, one check per distinct file). Accounting invariant:
+records read = pairs written + rejects written.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+from pipeline import ids
+from pipeline.errors import ConfigError
+from pipeline.executor import map_ordered
+from pipeline.images.decode import ImageInfo, ImageProblem, validate_image
+from pipeline.params import section
+from pipeline.rejects import Reject
+from pipeline.sources import ADAPTERS, SourceAdapter, SourceRecord
+from pipeline.stages import StageResult, Timer
+from pipeline.tables import write_table
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SPACE = re.compile(r"\s+")
+
+
+def clean_caption(text: str | None) -> str:
+    """Drop control characters and collapse whitespace (deeper cleaning is a filter's job)."""
+    if text is None:
+        return ""
+    return _SPACE.sub(" ", _CONTROL.sub(" ", str(text))).strip()
+
+
+def build_adapters(params: dict) -> list[SourceAdapter]:
+    cfg = section(params, "ingest", {"out": str, "sources": list, "max_image_pixels": int})
+    adapters = []
+    names = set()
+    for i, src in enumerate(cfg["sources"]):
+        if not isinstance(src, dict) or not {"name", "adapter", "path"} <= set(src):
+            raise ConfigError(f"params.yaml: ingest.sources[{i}] needs name, adapter and path")
+        if src["adapter"] not in ADAPTERS:
+            raise ConfigError(f"params.yaml: ingest.sources[{i}].adapter {src['adapter']!r} unknown; one of {sorted(ADAPTERS)}")
+        if src["name"] in names:
+            raise ConfigError(f"params.yaml: ingest source name {src['name']!r} used twice")
+        names.add(src["name"])
+        options = {k: v for k, v in src.items() if k not in ("name", "adapter", "path")}
+        adapters.append(ADAPTERS[src["adapter"]](src["name"], src["path"], options))
+    return adapters
+
+
+def confine(root: Path, relpath: str) -> Path | None:
+    """The file's path under ``root``, or None if the path (or a symlink) escapes the root."""
+    if not relpath or Path(relpath).is_absolute() or "\x00" in relpath:
+        return None
+    root_real = root.resolve()
+    target = (root / relpath).resolve()
+    if target != root_real and root_real not in target.parents:
+        return None
+    return root / relpath
+
+
+def run(params: dict) -> StageResult:
+    cfg = section(params, "ingest", {"out": str, "sources": list, "max_image_pixels": int, "workers": int, "min_side": int})
+    out = Path(cfg["out"])
+    with Timer(StageResult("ingest")) as result:
+        adapters = build_adapters(params)
+        rejects: list[Reject] = []
+        accepted: list[tuple[SourceRecord, Path, int]] = []
+        seen_pairs: set[str] = set()
+        for rank, adapter in enumerate(adapters):
+            for rec in adapter.records():
+                result.rows_in += 1
+                if isinstance(rec, Reject):
+                    rejects.append(rec)
+                    continue
+                path = confine(adapter.root, rec.image_relpath)
+                pid = ids.pair_id(rec.source, rec.record_id, rec.caption_index)
+                if path is None:
+                    rejects.append(adapter.reject(rec.record_id, "path_outside_root",
+                                                  f"{rec.image_relpath!r} escapes {adapter.root}", rec.image_relpath))
+                elif pid in seen_pairs:
+                    rejects.append(adapter.reject(rec.record_id, "record_malformed",
+                                                  "duplicate record id and caption index in the source", str(path)))
+                else:
+                    seen_pairs.add(pid)
+                    accepted.append((rec, path, rank))
+
+        # Validate each distinct file once, in parallel, in a deterministic order.
+        unique_paths = sorted({str(p) for _, p, _ in accepted})
+        check = functools.partial(validate_image, max_pixels=cfg["max_image_pixels"], min_side=cfg["min_side"])
+        infos = dict(zip(unique_paths, map_ordered(check, unique_paths, cfg["workers"], "validate images", "img"), strict=True))
+
+        pairs, images = [], {}
+        for rec, path, rank in accepted:
+            info = infos[str(path)]
+            if isinstance(info, ImageProblem):
+                rejects.append(Reject("ingest", rec.source, rec.record_id, info.reason, info.detail, str(path)))
+                continue
+            caption = clean_caption(rec.caption)
+            if not caption:
+                rejects.append(Reject("ingest", rec.source, rec.record_id, "caption_empty", "caption is empty after cleaning", str(path)))
+                continue
+            assert isinstance(info, ImageInfo)
+            image_id = ids.image_id(rec.source, Path(rec.image_relpath).as_posix())
+            images.setdefault(image_id, {
+                "image_id": image_id, "source": rec.source, "path": path.as_posix(), "sha256": info.sha256,
+                "bytes": info.bytes, "format": info.format, "mode": info.mode, "width": info.width,
+                "height": info.height, "exif_orientation": info.exif_orientation, "source_rank": rank,
+            })
+            pairs.append({
+                "pair_id": ids.pair_id(rec.source, rec.record_id, rec.caption_index), "image_id": image_id,
+                "source": rec.source, "source_type": rec.source_type, "source_record_id": rec.record_id,
+                "caption_index": rec.caption_index, "caption": caption, "context": clean_caption(rec.context),
+                "licence": rec.licence, "source_label": rec.source_label, "group_key": rec.group_key,
+            })
+        write_table(pairs, "pairs", out / "pairs.parquet")
+        write_table(list(images.values()), "images", out / "images.parquet")
+        write_table([r.row() for r in rejects], "rejects", out / "rejects.parquet")
+        result.rows_out, result.rejected = len(pairs), len(rejects)
+        result.extra = {"images": len(images)}
+    return result

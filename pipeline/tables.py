@@ -1,0 +1,210 @@
+"""The column contract of every table (``schemas/*.yaml``) and atomic, deterministic parquet I/O.
+
+Stages talk only through parquet tables. Writing goes through :func:`write_table`, which checks
+the frame against the declared schema (no missing, extra or mistyped columns), writes to a
+temporary file beside the target and renames it, so a killed stage never leaves a half table,
+and uses fixed writer options so equal inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from pipeline.errors import PipelineError
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int64": pa.int64(),
+    "int32": pa.int32(),
+    "int16": pa.int16(),
+    "int8": pa.int8(),
+    "float64": pa.float64(),
+    "float32": pa.float32(),
+    "bool": pa.bool_(),
+    "list<string>": pa.list_(pa.string()),
+    "list<int64>": pa.list_(pa.int64()),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    nullable: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """One table's contract: its name, where it lives, its key and its columns."""
+
+    name: str
+    description: str
+    stage: str
+    path: str
+    key: tuple[str, ...]
+    columns: tuple[Column, ...]
+
+    @property
+    def arrow(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, _TYPES[c.type], nullable=c.nullable) for c in self.columns])
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+@cache
+def load_schema(name: str) -> TableSchema:
+    """Read ``schemas/<name>.yaml``; unknown types are a bug in the schema file, reported by name."""
+    path = SCHEMA_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise PipelineError(f"no schema {name!r}: expected {path}")
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    cols = []
+    for c in doc["columns"]:
+        if c["type"] not in _TYPES:
+            raise PipelineError(f"{path}: column {c['name']} has unknown type {c['type']!r}")
+        cols.append(Column(c["name"], c["type"], bool(c.get("nullable", False)), c.get("description", "")))
+    return TableSchema(
+        name=doc["table"],
+        description=doc.get("description", ""),
+        stage=doc.get("stage", ""),
+        path=doc.get("path", ""),
+        key=tuple(doc.get("key", [])),
+        columns=tuple(cols),
+    )
+
+
+def all_schemas() -> list[TableSchema]:
+    """Every declared table, sorted by name (used by ``derm1m query`` and the dataset card)."""
+    return [load_schema(p.stem) for p in sorted(SCHEMA_DIR.glob("*.yaml"))]
+
+
+def to_arrow(frame: pd.DataFrame | Iterable[dict], schema_name: str) -> pa.Table:
+    """Validate and convert rows to an Arrow table with exactly the declared columns and types."""
+    schema = load_schema(schema_name)
+    if not isinstance(frame, pd.DataFrame):
+        frame = pd.DataFrame(list(frame), columns=schema.names)
+    missing = [n for n in schema.names if n not in frame.columns]
+    extra = [n for n in frame.columns if n not in schema.names]
+    if missing or extra:
+        raise PipelineError(
+            f"table {schema_name}: columns differ from schemas/{schema_name}.yaml "
+            f"(missing {missing}, unexpected {extra}); update the schema or the stage"
+        )
+    arrays = []
+    for col in schema.columns:
+        values = frame[col.name]
+        pylist = [None if _is_missing(v) else v for v in values.tolist()]
+        try:
+            arr = pa.array(pylist, type=_TYPES[col.type])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            raise PipelineError(f"table {schema_name}: column {col.name} is not {col.type}: {exc}") from None
+        if not col.nullable and arr.null_count:
+            raise PipelineError(f"table {schema_name}: column {col.name} has {arr.null_count} nulls but is declared non-nullable")
+        arrays.append(arr)
+    return pa.Table.from_arrays(arrays, schema=schema.arrow)
+
+
+def _is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and value != value:
+        return True
+    return value is pd.NA or value is pd.NaT
+
+
+def write_table(frame: pd.DataFrame | Iterable[dict], schema_name: str, path: str | Path) -> pa.Table:
+    """Write rows as parquet atomically and deterministically; rows are sorted by the schema key."""
+    table = to_arrow(frame, schema_name)
+    key = load_schema(schema_name).key
+    if key and table.num_rows:
+        table = table.sort_by([(k, "ascending") for k in key])
+    with atomic_path(path) as tmp:
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            compression_level=3,
+            use_dictionary=True,
+            write_statistics=True,
+            row_group_size=256_000,
+        )
+    return table
+
+
+def read_table(schema_name: str, path: str | Path) -> pd.DataFrame:
+    """Read a table and check it still matches its schema (a stale file fails loudly)."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: missing input table {schema_name}; run the stage that writes it (dvc repro)")
+    table = pq.read_table(path)
+    expected = load_schema(schema_name).names
+    if table.column_names != expected:
+        raise PipelineError(
+            f"{path}: columns {table.column_names} do not match schemas/{schema_name}.yaml {expected}; "
+            "re-run the stage that writes it"
+        )
+    return table.to_pandas()
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(obj: object, path: str | Path) -> None:
+    """Write JSON atomically with sorted keys, so metrics files diff cleanly and rebuild identically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def atomic_dir(path: str | Path):
+    """Yield a fresh temporary directory beside ``path``; swap it in only if the block succeeds.
+
+    The previous directory stays intact until the new one is complete, so a killed stage leaves
+    the last good output (or nothing), never a mixture.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old.{os.getpid()}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Text steps: the ontology model, phrase matching, concept/metadata extraction, truncation."""

@@ -1,0 +1,281 @@
+"""Train DermLIP with open_clip_train: build its argv from a profile and run it.
+
+Why a wrapper instead of calling ``python -m open_clip_train.main`` from DVC: the trainer must
+see our model configs (``derm1m-tiny``), it refuses to reuse a run folder that DVC owns, it asserts
+``shards >= workers * GPUs``, and on CPU-only machines it needs ``--device cpu``. Doing those
+here keeps the DVC stage a one-liner and the argv reproducible (logged in ``params.txt``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import braceexpand
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.training.launch import run_open_clip
+from pipeline.training.shardset import shard_pattern
+
+__all__ = [
+    "PRECISIONS",
+    "build_train_args",
+    "check_profile_inputs",
+    "checkpoint_path",
+    "run_training",
+    "shard_pattern",
+]
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "amp", "amp_bf16")
+PANDERM_KEYS = ("vision_checkpoint", "text_encoder")
+_NUMBER = (int, float)
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "model": str,
+    "epochs": int,
+    "batch_size": int,
+    "lr": _NUMBER,
+    "wd": _NUMBER,
+    "warmup": int,
+    "workers": int,
+    "precision": str,
+    "local_loss": bool,
+    "gather_with_grad": bool,
+    "grad_checkpointing": bool,
+    "seed": int,
+}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "max_train_samples": int,
+    "beta1": _NUMBER,
+    "beta2": _NUMBER,
+    "eps": _NUMBER,
+    "grad_clip_norm": _NUMBER,
+    "log_every_n_steps": int,
+    "device": str,
+}
+
+
+def _check_type(key: str, value: object, kind: type | tuple[type, ...]) -> None:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    bool_for_number = isinstance(value, bool) and bool not in kinds
+    if bool_for_number or not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise PipelineError(f"training profile: {key} must be {names}, got {value!r}")
+
+
+def _validate_profile(profile: dict) -> None:
+    """Check the keys the argv needs, so a typo fails here and not inside the trainer."""
+    for key, kind in _REQUIRED.items():
+        if key not in profile:
+            raise PipelineError(f"training profile: missing key {key!r} (see params.yaml 'train')")
+        _check_type(key, profile[key], kind)
+    for key, kind in _OPTIONAL.items():
+        if profile.get(key) is not None:
+            _check_type(key, profile[key], kind)
+    if profile["precision"] not in PRECISIONS:
+        raise PipelineError(
+            f"training profile: precision {profile['precision']!r} is not one of {PRECISIONS}"
+        )
+    for key in ("epochs", "batch_size"):
+        if profile[key] < 1:
+            raise PipelineError(f"training profile: {key} must be >= 1, got {profile[key]}")
+    if profile["workers"] < 0:
+        raise PipelineError(f"training profile: workers must be >= 0, got {profile['workers']}")
+
+
+def is_panderm_profile(profile: dict) -> bool:
+    """A profile is PanDerm's when it names a vision checkpoint or text encoder (or the name)."""
+    return profile.get("name") == "dermlip-panderm" or any(k in profile for k in PANDERM_KEYS)
+
+
+def check_profile_inputs(profile: dict) -> None:
+    """Validate a training profile, including the local files a PanDerm profile points to.
+
+    Why paths only: this pipeline never downloads weights, so the PanDerm vision checkpoint and
+    the text encoder must already be on disk; a missing one is the user's to fix, said up front
+    instead of after the data stages ran.
+    """
+    _validate_profile(profile)
+    if not is_panderm_profile(profile):
+        return
+    for key in PANDERM_KEYS:
+        value = profile.get(key)
+        if not value or not isinstance(value, str | os.PathLike):
+            raise PipelineError(
+                f"training profile dermlip-panderm: set {key} to a local path "
+                "(weights are never downloaded by this pipeline)"
+            )
+        if not Path(value).exists():
+            raise PipelineError(
+                f"training profile dermlip-panderm: {key} {str(value)!r} does not exist locally; "
+                "download it yourself and point the profile at the file/folder"
+            )
+
+
+def _device(profile: dict) -> str:
+    return profile.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_train_args(
+    train_pattern: str,
+    num_samples: int,
+    profile: dict,
+    logs_dir: Path,
+    name: str,
+    val_pattern: str | None = None,
+    val_num_samples: int | None = None,
+    *,
+    world_size: int = 1,
+) -> list[str]:
+    """Return the argv for ``open_clip_train.main.main``: webdataset input, no pretrained weights.
+
+    ``--train-num-samples`` is always explicit (``min(num_samples, max_train_samples)``) so a
+    smoke run is bounded and epochs never depend on open_clip re-reading ``sizes.json``.
+    ImageNet zero-shot is off (no ``--imagenet-val``, ``--zeroshot-frequency 0``). ``workers``
+    is capped at ``shards // world_size`` because the trainer asserts it.
+    """
+    _validate_profile(profile)
+    n_shards = len(list(braceexpand.braceexpand(train_pattern)))
+    if n_shards < world_size:
+        raise PipelineError(
+            f"{n_shards} training shard(s) cannot feed {world_size} processes; "
+            "write more shards (smaller shard size) or use fewer GPUs"
+        )
+    workers = min(profile["workers"], n_shards // world_size)
+    if workers < profile["workers"]:
+        log.warning(
+            "workers %d -> %d: open_clip needs at least one shard per dataloader worker",
+            profile["workers"],
+            workers,
+        )
+    max_samples = profile.get("max_train_samples")
+    train_samples = min(num_samples, max_samples) if max_samples else num_samples
+    argv = [
+        "--dataset-type", "webdataset",
+        "--train-data", train_pattern,
+        "--train-num-samples", str(train_samples),
+    ]
+    if val_pattern is not None:
+        argv += ["--val-data", val_pattern]
+        if val_num_samples is not None:
+            argv += ["--val-num-samples", str(val_num_samples)]
+    argv += [
+        "--model", profile["model"],
+        "--epochs", str(profile["epochs"]),
+        "--batch-size", str(profile["batch_size"]),
+        "--lr", str(profile["lr"]),
+        "--wd", str(profile["wd"]),
+        "--warmup", str(profile["warmup"]),
+        "--workers", str(workers),
+        "--precision", profile["precision"],
+        "--seed", str(profile["seed"]),
+        "--device", _device(profile),
+        "--save-frequency", "1",
+        "--zeroshot-frequency", "0",
+        "--report-to", "",
+        "--log-every-n-steps", str(profile.get("log_every_n_steps") or 100),
+        "--logs", str(logs_dir),
+        "--name", name,
+    ]  # fmt: skip
+    for key in ("beta1", "beta2", "eps", "grad_clip_norm"):
+        if profile.get(key) is not None:
+            argv += [f"--{key.replace('_', '-')}", str(profile[key])]
+    for key in ("local_loss", "gather_with_grad", "grad_checkpointing"):
+        if profile[key]:
+            argv.append(f"--{key.replace('_', '-')}")
+    return argv
+
+
+def checkpoint_path(logs_dir: Path, name: str, epochs: int) -> Path:
+    """Where open_clip_train writes the final checkpoint of run ``name``."""
+    return Path(logs_dir) / name / "checkpoints" / f"epoch_{epochs}.pt"
+
+
+def _check_run_name(name: str) -> None:
+    if not name or name in (".", "..") or "/" in name or os.sep in name:
+        raise PipelineError(f"training run name {name!r} must be a plain folder name")
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def _run_in_process(argv: list[str]) -> None:
+    if run_open_clip(argv) != 0:
+        raise PipelineError("open_clip_train refused to start (see its message above)")
+
+
+def _run_torchrun(argv: list[str], nproc_per_node: int) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_repo_root()), env.get("PYTHONPATH")]))
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        "--nproc-per-node", str(nproc_per_node),
+        "-m", "pipeline.training.launch", json.dumps(argv),
+    ]  # fmt: skip
+    log.info("launching: %s", " ".join(cmd))
+    done = subprocess.run(cmd, env=env, check=False)
+    if done.returncode != 0:
+        raise PipelineError(f"torchrun training failed with exit status {done.returncode}")
+
+
+def run_training(
+    train_dir: Path,
+    profile: dict,
+    logs_dir: Path,
+    name: str,
+    val_dir: Path | None = None,
+    nproc_per_node: int = 1,
+    use_torchrun: bool | None = None,
+) -> Path:
+    """Train on the shards in ``train_dir`` and return ``<logs>/<name>/checkpoints/epoch_<N>.pt``.
+
+    One process runs in-process; ``nproc_per_node > 1`` (or ``use_torchrun=True``) runs
+    ``python -m torch.distributed.run --standalone -m pipeline.training.launch`` (DDP over
+    nccl). Multi-process needs GPUs: open_clip_train hands ``device_ids=[cpu]`` to
+    DistributedDataParallel, which rejects it. The previous run folder of the same name is
+    deleted first: DVC owns it, and open_clip refuses to reuse it.
+    """
+    check_profile_inputs(profile)
+    if is_panderm_profile(profile):
+        raise PipelineError(
+            "training profile dermlip-panderm: inputs found, but PanDerm encoder wiring is not "
+            "implemented yet; use a dermlip-vit-* profile"
+        )
+    _check_run_name(name)
+    if nproc_per_node < 1:
+        raise PipelineError(f"nproc_per_node must be >= 1, got {nproc_per_node}")
+    if nproc_per_node > 1 and use_torchrun is False:
+        raise PipelineError("nproc_per_node > 1 runs under torchrun; drop use_torchrun=False")
+    if nproc_per_node > 1 and _device(profile) == "cpu":
+        raise PipelineError(
+            f"nproc_per_node={nproc_per_node} needs GPUs: open_clip_train's DDP does not run on "
+            "CPU; use nproc_per_node=1"
+        )
+    train_pattern, n_train = shard_pattern(Path(train_dir))
+    val_pattern, n_val = shard_pattern(Path(val_dir)) if val_dir is not None else (None, None)
+    logs_dir = Path(logs_dir)
+    argv = build_train_args(
+        train_pattern, n_train, profile, logs_dir, name, val_pattern, n_val,
+        world_size=nproc_per_node,
+    )  # fmt: skip
+    run_dir = logs_dir / name
+    if run_dir.exists():
+        log.info("removing previous run %s (open_clip will not reuse it)", run_dir)
+        shutil.rmtree(run_dir)
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    if use_torchrun or (use_torchrun is None and nproc_per_node > 1):
+        _run_torchrun(argv, nproc_per_node)
+    else:
+        _run_in_process(argv)
+    final = checkpoint_path(logs_dir, name, profile["epochs"])
+    if not final.is_file():
+        raise PipelineError(f"training ended without writing {final}; see {run_dir / 'out.log'}")
+    return final

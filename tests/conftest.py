@@ -1,0 +1,90 @@
+"""Shared fixtures: a small demo corpus run through the real stages in a temp directory.
+
+The session fixture runs every stage function (no DVC) once on a reduced demo corpus, so most
+tests read real tables and real tars without paying for the build again.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def repo_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+
+
+def small_params(root: Path) -> dict:
+    """params.yaml with every path under ``root`` and a smaller demo corpus (same planted cases)."""
+    p = copy.deepcopy(repo_params())
+    p["demo"].update(out=str(root / "data/demo"), n_unique_images=120, n_exact_copies=8, n_reencoded=6,
+                     n_resized=6, n_cropped=6, n_multi_caption=12)
+    p["ingest"]["out"] = str(root / "data/ingest")
+    p["ingest"]["sources"] = [{"name": "demo", "adapter": "demo", "path": str(root / "data/demo")}]
+    for stage in ("dedup", "annotate", "truncate", "split", "metadata"):
+        p[stage]["out"] = str(root / f"data/{stage}")
+    p["ontology"]["owl"] = str(root / "ontology/dermatology.owl")
+    p["ontology"]["source"] = str(REPO / "ontology/conditions.yaml")
+    p["annotate"]["ontology"] = p["ontology"]["owl"]
+    for key in ("concepts", "body_sites", "symptoms"):
+        p["annotate"][key] = str(REPO / p["annotate"][key])
+    p["shard"]["out"] = str(root / "shards")
+    p["shard"]["max_samples_per_shard"] = 40
+    p["report"]["out"] = str(root / "report")
+    p["train"]["out"] = str(root / "models")
+    p["evaluate"]["out"] = str(root / "metrics")
+    return p
+
+
+def build_corpus(params: dict) -> dict:
+    """Run the data stages (demo corpus through metadata) in order."""
+    from pipeline.stages import (
+        annotate,
+        dedup,
+        demo_corpus,
+        ingest,
+        metadata,
+        ontology,
+        shard,
+        split,
+        truncate,
+    )
+
+    results = {}
+    results["demo_corpus"] = demo_corpus.run(params)
+    results["ontology"] = ontology.build(params)
+    for name, module in (("ingest", ingest), ("dedup", dedup), ("annotate", annotate), ("truncate", truncate),
+                         ("split", split), ("shard", shard), ("metadata", metadata)):
+        results[name] = module.run(params)
+    return results
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("corpus")
+    params = small_params(root)
+    results = build_corpus(params)
+    import json
+
+    truth = json.loads((root / "data/demo/truth.json").read_text(encoding="utf-8"))
+    return {"root": root, "params": params, "results": results, "truth": truth}
+
+
+@pytest.fixture
+def shared() -> Path:
+    if not SHARED.exists():
+        pytest.skip("../shared reference data is not present")
+    return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _quiet_tqdm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
