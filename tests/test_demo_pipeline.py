@@ -157,5 +157,7 @@ def test_truncated_captions_fit_the_tokenizer(corpus):
     t = _tables(corpus)
     truncator = CaptionTruncator()
     assert (t["captions"]["n_tokens_kept"] <= 77).all()
+    assert (t["captions"]["cut"] != "none").sum() > 0, "the demo plants long narrations"
+    assert ((t["captions"]["n_tokens"] > 77) == (t["captions"]["cut"] != "none")).all()
     for text in t["captions"]["truncated_caption"].head(50):
         assert truncator.count(text) <= 77

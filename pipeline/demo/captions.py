@@ -120,6 +120,12 @@ def render_caption(style: str, facts: CaptionFacts, rng: np.random.Generator) ->
         opener = ["So here you can see", "Now in this one we have", "Okay, look at"][int(rng.integers(0, 3))]
         caption = (f"{opener} {concepts} on the {site}, which is really typical of {ctext}."
                    f"{_negation(facts)} Treatment usually starts with topical therapy.")
+        if rng.random() < 0.3:  # long narration: more than the text encoder's 77 tokens
+            caption += (" And I always tell my residents, when you see this kind of picture in clinic, take a"
+                        " careful history, ask about triggers, medications, family history and previous"
+                        " treatments, because the course of the disease and the response to therapy will"
+                        " guide you, and always consider a biopsy, dermoscopy and cultures, whenever the"
+                        " presentation is atypical or it does not respond as expected.")
         context = f"Dermatology lecture: recognising {c}"
     elif style == "pubmed":
         fig = int(rng.integers(1, 7))
