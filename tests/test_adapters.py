@@ -65,7 +65,8 @@ def test_dermnet_folders_and_their_byte_identical_copies(shared, tmp_path):
 
 def test_derm1m_release_layout(shared, tmp_path):
     """Derm1M's CSV layout: rows without images are rejected as missing; present ones become pairs."""
-    rows = list(csv.DictReader(open(shared / "reference/derm1m/dev_rows.csv", newline="", encoding="utf-8")))
+    with open(shared / "reference/derm1m/dev_rows.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
     root = tmp_path / "release"
     root.mkdir()
     with open(root / "Derm1M_v2_pretrain.csv", "w", newline="", encoding="utf-8") as fh:
