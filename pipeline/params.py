@@ -8,6 +8,7 @@ not tracebacks three stages later.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import yaml
 from pipeline.errors import ConfigError
 
 DEFAULT_PARAMS_FILE = "params.yaml"
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS_FILE, overrides: list[str] | None = None) -> dict:
@@ -48,6 +50,8 @@ def apply_override(params: dict, item: str, source: str = "params") -> None:
     if not isinstance(node, dict) or parts[-1] not in node:
         raise ConfigError(f"{source}: unknown key {key!r} in --set; see params.yaml for valid keys")
     value = yaml.safe_load(raw)
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads "1e-4" as a string
     old = node[parts[-1]]
     if old is not None and value is not None and not _same_kind(old, value):
         raise ConfigError(

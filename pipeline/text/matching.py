@@ -29,7 +29,8 @@ PRE_DIFFERENTIAL = {("differential",), ("differentials",), ("ddx",), ("versus",)
                     ("query",), ("?",)}
 POST_DIFFERENTIAL = {("versus",), ("vs",), ("vs.",), ("or",), ("?",), ("was", "considered"), ("is", "suspected")}
 # Words that end a cue's scope inside a sentence.
-SCOPE_BREAK = {"but", "however", "although", "though", "except", "which", "that", ";", ":", "."}
+# (A colon is not a break: "Differential diagnosis: psoriasis" keeps its cue.)
+SCOPE_BREAK = {"but", "however", "although", "though", "except", "which", "that", ";", "."}
 WINDOW = 6
 
 

@@ -201,10 +201,14 @@ class Ontology:
             slugs[self.root] = make(self.root, owlready2.Thing)
             for node in self.walk():
                 cls = make(node.name, slugs[node.parent])
-                cls.synonym = list(node.synonyms)
-                cls.abbreviation = list(node.abbreviations)
+                # Append one value at a time: owlready2 applies a list assignment as a set
+                # difference, which would order the triples by string hash (non-reproducible).
+                for value in node.synonyms:
+                    cls.synonym.append(value)
+                for value in node.abbreviations:
+                    cls.abbreviation.append(value)
                 if node.icd10:
-                    cls.icd10 = [node.icd10]
+                    cls.icd10.append(node.icd10)
                 slugs[node.name] = cls
             del synonym, abbreviation, icd10
         path = Path(path)
