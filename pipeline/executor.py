@@ -31,7 +31,8 @@ def progress(iterable: Iterable[T], total: int | None, desc: str, unit: str = "i
     """tqdm with a rate and ETA on a terminal; periodic one-line updates otherwise (logs, CI)."""
     interactive = sys.stderr.isatty()
     return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=interactive,
-                mininterval=0.5 if interactive else 30.0, disable=None if interactive else False)
+                mininterval=0.5 if interactive else 30.0,
+                disable=os.environ.get("TQDM_DISABLE") == "1" or (None if interactive else False))
 
 
 def map_ordered(fn: Callable[[T], R], items: Sequence[T], workers: int | None = 1, desc: str = "work",

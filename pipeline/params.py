@@ -84,3 +84,29 @@ def section(params: dict, name: str, required: dict[str, type | tuple[type, ...]
             names = " or ".join(k.__name__ for k in kinds)
             raise ConfigError(f"{source}: {name}.{key} must be {names}, got {type(value).__name__} {value!r}")
     return sec
+
+
+def relocate_outputs(params: dict, root: str | Path) -> dict:
+    """A copy of ``params`` whose stage outputs (and the demo source) live under ``root``.
+
+    Used by tests and benchmarks to run the real stages in a scratch directory without touching
+    the repository's own outputs. Vocabulary and ontology sources still point at the repository.
+    """
+    repo = Path(__file__).resolve().parent.parent
+    root = Path(root)
+    p = copy.deepcopy(params)
+    p["demo"]["out"] = str(root / "data/demo")
+    p["ingest"]["out"] = str(root / "data/ingest")
+    p["ingest"]["sources"] = [{"name": "demo", "adapter": "demo", "path": p["demo"]["out"]}]
+    for stage in ("dedup", "annotate", "truncate", "split", "metadata"):
+        p[stage]["out"] = str(root / f"data/{stage}")
+    p["ontology"]["source"] = str(repo / p["ontology"]["source"])
+    p["ontology"]["owl"] = str(root / "ontology/dermatology.owl")
+    p["annotate"]["ontology"] = p["ontology"]["owl"]
+    for key in ("concepts", "body_sites", "symptoms"):
+        p["annotate"][key] = str(repo / p["annotate"][key])
+    p["shard"]["out"] = str(root / "shards")
+    p["report"]["out"] = str(root / "report")
+    p["train"]["out"] = str(root / "models")
+    p["evaluate"]["out"] = str(root / "metrics")
+    return p

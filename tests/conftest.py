@@ -6,7 +6,6 @@ tests read real tables and real tars without paying for the build again.
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 
@@ -22,24 +21,13 @@ def repo_params() -> dict:
 
 
 def small_params(root: Path) -> dict:
-    """params.yaml with every path under ``root`` and a smaller demo corpus (same planted cases)."""
-    p = copy.deepcopy(repo_params())
-    p["demo"].update(out=str(root / "data/demo"), n_unique_images=120, n_exact_copies=8, n_reencoded=6,
-                     n_resized=6, n_cropped=6, n_multi_caption=12)
-    p["ingest"]["out"] = str(root / "data/ingest")
-    p["ingest"]["sources"] = [{"name": "demo", "adapter": "demo", "path": str(root / "data/demo")}]
-    for stage in ("dedup", "annotate", "truncate", "split", "metadata"):
-        p[stage]["out"] = str(root / f"data/{stage}")
-    p["ontology"]["owl"] = str(root / "ontology/dermatology.owl")
-    p["ontology"]["source"] = str(REPO / "ontology/conditions.yaml")
-    p["annotate"]["ontology"] = p["ontology"]["owl"]
-    for key in ("concepts", "body_sites", "symptoms"):
-        p["annotate"][key] = str(REPO / p["annotate"][key])
-    p["shard"]["out"] = str(root / "shards")
+    """params.yaml with every output under ``root`` and a smaller demo corpus (same planted cases)."""
+    from pipeline.params import relocate_outputs
+
+    p = relocate_outputs(repo_params(), root)
+    p["demo"].update(n_unique_images=120, n_exact_copies=8, n_reencoded=6, n_resized=6, n_cropped=6,
+                     n_multi_caption=12)
     p["shard"]["max_samples_per_shard"] = 40
-    p["report"]["out"] = str(root / "report")
-    p["train"]["out"] = str(root / "models")
-    p["evaluate"]["out"] = str(root / "metrics")
     return p
 
 
