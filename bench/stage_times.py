@@ -20,22 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.params import load_params, relocate_outputs  # noqa: E402
-from pipeline.stages import (  # noqa: E402
-    annotate,
-    dedup,
-    demo_corpus,
-    ingest,
-    metadata,
-    ontology,
-    report,
-    shard,
-    split,
-    truncate,
-)
-
-STAGES = [("demo_corpus", demo_corpus.run), ("ontology", ontology.build), ("ingest", ingest.run),
-          ("dedup", dedup.run), ("annotate", annotate.run), ("truncate", truncate.run), ("split", split.run),
-          ("shard", shard.run), ("metadata", metadata.run), ("report", report.run)]
+from pipeline.stages.order import stage_functions  # noqa: E402
 
 
 def main() -> None:
@@ -46,13 +31,17 @@ def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     with tempfile.TemporaryDirectory() as tmp:
         params = relocate_outputs(load_params(REPO / "params.yaml"), tmp)
-        params["demo"]["n_unique_images"] = args.images
+        demo = params["demo"]
+        scale = args.images / demo["n_unique_images"]
+        for key in ("n_exact_copies", "n_reencoded", "n_resized", "n_cropped", "n_multi_caption"):
+            demo[key] = max(1, round(demo[key] * scale))  # keep the planted shares
+        demo["n_unique_images"] = args.images
         params["ingest"]["workers"] = params["dedup"]["workers"] = args.workers
         cwd = os.getcwd()
         os.chdir(tmp)
         try:
             rows = []
-            for name, fn in STAGES:
+            for name, fn in stage_functions():
                 t0 = time.perf_counter()
                 result = fn(params)
                 rows.append((name, time.perf_counter() - t0, result.rows_in, result.rows_out))

@@ -32,26 +32,10 @@ def small_params(root: Path) -> dict:
 
 
 def build_corpus(params: dict) -> dict:
-    """Run the data stages (demo corpus through metadata) in order."""
-    from pipeline.stages import (
-        annotate,
-        dedup,
-        demo_corpus,
-        ingest,
-        metadata,
-        ontology,
-        shard,
-        split,
-        truncate,
-    )
+    """Run the data stages (demo corpus through metadata) in order, in-process."""
+    from pipeline.stages.order import stage_functions
 
-    results = {}
-    results["demo_corpus"] = demo_corpus.run(params)
-    results["ontology"] = ontology.build(params)
-    for name, module in (("ingest", ingest), ("dedup", dedup), ("annotate", annotate), ("truncate", truncate),
-                         ("split", split), ("shard", shard), ("metadata", metadata)):
-        results[name] = module.run(params)
-    return results
+    return {name: fn(params) for name, fn in stage_functions(until="metadata")}
 
 
 @pytest.fixture(scope="session")
