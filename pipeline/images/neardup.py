@@ -45,16 +45,12 @@ def pairs_within(hashes: np.ndarray, radius: int, max_group: int = 50_000) -> tu
         for start, length in zip(starts[multi], lengths[multi], strict=True):
             members = order[start:start + length]
             for lo in range(0, length, max_group):
+                # Pairs inside this slice, plus pairs against every earlier slice of the run.
                 chunk = members[lo:lo + max_group]
-                a, b = np.triu_indices(len(chunk), k=1) if lo == 0 else (None, None)
-                if lo == 0:
-                    ii, jj = chunk[a], chunk[b]
-                else:  # later slices: pairs against everything before them in the run
-                    prev = members[:lo]
-                    ii = np.repeat(prev, len(chunk))
-                    jj = np.tile(chunk, len(prev))
-                    a2, b2 = np.triu_indices(len(chunk), k=1)
-                    ii, jj = np.r_[ii, chunk[a2]], np.r_[jj, chunk[b2]]
+                a, b = np.triu_indices(len(chunk), k=1)
+                prev = members[:lo]
+                ii = np.r_[np.repeat(prev, len(chunk)), chunk[a]]
+                jj = np.r_[np.tile(chunk, len(prev)), chunk[b]]
                 d = popcount64(u[ii] ^ u[jj])
                 keep = d <= radius
                 found_i.append(np.minimum(ii[keep], jj[keep]))

@@ -33,7 +33,8 @@ def clean_caption(text: str | None) -> str:
 
 
 def build_adapters(params: dict) -> list[SourceAdapter]:
-    cfg = section(params, "ingest", {"out": str, "sources": list, "max_image_pixels": int})
+    """One adapter per ``ingest.sources`` entry, checked (unique names, known adapter kinds)."""
+    cfg = section(params, "ingest", {"sources": list})
     adapters = []
     names = set()
     for i, src in enumerate(cfg["sources"]):
