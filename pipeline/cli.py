@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp = onto_sub.add_parser("import", help="convert a Derm1M-style ontology.json to OWL")
     imp.add_argument("json_path")
     imp.add_argument("--output", required=True, help="OWL file to write")
+    imp.add_argument("--reference", default=None,
+                     help="ontology that decides which parent a child of a grouping listed under two parents "
+                          "belongs to (default: ours, ontology/conditions.yaml; 'none' for the first parent)")
     exp = onto_sub.add_parser("export", help="export an ontology as Derm1M-style JSON")
     exp.add_argument("--format", default="derm1m-json", choices=["derm1m-json"])
     exp.add_argument("--ontology", default=None, help="ontology file (default: the built OWL)")

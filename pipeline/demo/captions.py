@@ -17,7 +17,7 @@ CONDITIONS: list[tuple[str, list[str]]] = [
     ("psoriasis", ["psoriasis", "plaque psoriasis"]),
     ("atopic dermatitis", ["atopic dermatitis", "atopic eczema"]),
     ("allergic contact dermatitis", ["allergic contact dermatitis"]),
-    ("seborrheic keratosis", ["seborrheic keratosis", "seborrheic keratoses", "seborrhoeic keratosis"]),
+    ("seborrhoeic keratosis", ["seborrheic keratosis", "seborrheic keratoses", "seborrhoeic keratosis"]),
     ("basal cell carcinoma", ["basal cell carcinoma", "BCC"]),
     ("squamous cell carcinoma", ["squamous cell carcinoma", "SCC"]),
     ("melanoma", ["melanoma", "malignant melanoma"]),

@@ -32,14 +32,17 @@ def _annotator(ontology: str, concepts: str, sites: str, symptoms: str) -> Annot
     return Annotator.from_paths(ontology, concepts, sites, symptoms)
 
 
-def _annotate_batch(batch: list[tuple[str, str]], paths: tuple[str, str, str, str]) -> list[dict]:
+def _annotate_batch(batch: list[tuple[str, str, str]], paths: tuple[str, str, str, str]) -> list[dict]:
     annotator = _annotator(*paths)
-    return [annotator(caption, context).table_row() for caption, context in batch]
+    return [annotator(caption, context, label).table_row() for caption, context, label in batch]
 
 
 def annotate_texts(captions: list[str], contexts: list[str], paths: tuple[str, str, str, str],
-                   workers: int, batch_size: int) -> list[dict]:
-    items = list(zip(captions, contexts, strict=True))
+                   workers: int, batch_size: int, source_labels: list[str | None] | None = None) -> list[dict]:
+    """Annotate in input order. A pair's structured ``source_label`` (HAM10000 dx, DermNet
+    folder), when it maps to a node, is its diagnosis; the caption supplies the rest."""
+    labels = [x if isinstance(x, str) else "" for x in source_labels] if source_labels is not None else [""] * len(captions)
+    items = list(zip(captions, contexts, labels, strict=True))
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     fn = functools.partial(_annotate_batch, paths=paths)
     return [row for rows in map_ordered(fn, batches, workers, "annotate", "batch") for row in rows]
@@ -75,12 +78,14 @@ def run(params: dict) -> StageResult:
         for p in paths:
             if not Path(p).exists():
                 raise PipelineError(f"annotate: {p} not found; run `dvc repro` (or `derm1m ontology build`)")
-        rows = annotate_texts(pairs["caption"].tolist(), pairs["context"].tolist(), paths, workers, cfg["batch_size"])
+        rows = annotate_texts(pairs["caption"].tolist(), pairs["context"].tolist(), paths, workers, cfg["batch_size"],
+                              pairs["source_label"].tolist())
         frame = pd.DataFrame(rows)
         frame.insert(0, "pair_id", pairs["pair_id"].to_numpy())
         write_table(frame, "annotations", Path(cfg["out"]) / "annotations.parquet")
         result.rows_in = result.rows_out = len(frame)
-        result.extra = {"with diagnosis": int((frame["label_source"] != "none").sum())}
+        result.extra = {"with diagnosis": int((frame["label_source"] != "none").sum()),
+                        "from source labels": int((frame["label_source"] == "source_label").sum())}
     return result
 
 
@@ -96,8 +101,10 @@ def annotate_csv(input_path: Path, output_path: Path, ontology: str | None, para
         if "caption" not in frame.columns:
             raise PipelineError(f"{input_path}: needs a 'caption' column; found {list(frame.columns)}")
         context = frame["context"] if "context" in frame.columns else pd.Series([""] * len(frame))
+        label = frame["source_label"] if "source_label" in frame.columns else pd.Series([""] * len(frame))
         workers = (params or {}).get("ingest", {}).get("workers", 1)
-        rows = annotate_texts(frame["caption"].tolist(), context.tolist(), _vocab_paths(params, ontology), workers, 1000)
+        rows = annotate_texts(frame["caption"].tolist(), context.tolist(), _vocab_paths(params, ontology), workers, 1000,
+                              label.tolist())
         out = frame.drop(columns=[c for c in RELEASE_COLUMNS if c in frame.columns])
         for col in RELEASE_COLUMNS:
             out[col] = [r[col] for r in rows]

@@ -11,7 +11,7 @@ from pipeline.errors import PipelineError
 from pipeline.params import load_params, section
 from pipeline.stages import StageResult, Timer
 from pipeline.tables import atomic_path
-from pipeline.text.ontology import Ontology
+from pipeline.text.ontology import PROJECT_YAML, Ontology, project_ontology
 
 DEFAULT_OWL = "ontology/build/dermatology.owl"
 
@@ -30,6 +30,9 @@ def build(params: dict) -> StageResult:
 
 
 def _load(path: str | None) -> Ontology:
+    """The given file, else the built OWL, else (not built yet) its YAML source."""
+    if path is None and not Path(DEFAULT_OWL).exists() and PROJECT_YAML.exists():
+        return Ontology.load(PROJECT_YAML)
     return Ontology.load(path or DEFAULT_OWL)
 
 
@@ -37,10 +40,17 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "build":
         build(load_params(args.params, args.overrides))
     elif args.action == "import":
-        onto = Ontology.from_derm1m_json(Path(args.json_path))
+        source = Path(args.json_path)
+        if not source.exists():
+            raise PipelineError(f"{source}: no such file")
+        reference = None if args.reference == "none" else Ontology.load(args.reference) if args.reference else project_ontology()
+        onto = Ontology.from_derm1m_json(source, reference=reference)
         with atomic_path(args.output) as tmp:
             onto.to_owl(tmp)
-        print(f"wrote {args.output}: {len(onto.nodes) - 1} nodes", file=sys.stderr)
+        split = sorted({n.name for n in onto.nodes.values() if n.id != n.name})
+        print(f"wrote {args.output}: {len(onto.nodes) - 1} nodes"
+              + (f"; split shared groupings {split} by {'the reference' if reference else 'first parent'}" if split else ""),
+              file=sys.stderr)
     elif args.action == "export":
         text = json.dumps(_load(args.ontology).to_derm1m_json(), indent=2, ensure_ascii=False) + "\n"
         if args.output == "-":
@@ -50,14 +60,19 @@ def main(args: argparse.Namespace) -> int:
                 tmp.write_text(text, encoding="utf-8")
     elif args.action == "show":
         onto = _load(args.ontology)
-        names = onto.lookup(args.name)
-        if not names:
+        ids = onto.resolve(args.name)
+        if not ids:
             raise PipelineError(f"no ontology node or synonym {args.name!r}; try `derm1m ontology export` to browse")
-        for name in names:
-            node = onto.nodes[name]
-            print(f"{name}\n  level: {onto.level(name)}\n  path: {' > '.join(onto.path(name))}")
+        for node_id in ids:
+            node = onto.nodes[node_id]
+            print(f"{node.name}" + (f"  (id: {node_id})" if node_id != node.name else ""))
+            print(f"  level: {onto.level(node_id)}\n  path: {' > '.join(onto.path_names(node_id))}")
             print(f"  synonyms: {', '.join(node.synonyms) or '-'}\n  abbreviations: {', '.join(node.abbreviations) or '-'}")
-            print(f"  icd10: {node.icd10 or '-'}\n  children: {', '.join(onto.children[name]) or '-'}")
+            if node.aliases:
+                print(f"  aliases (lookup only): {', '.join(node.aliases)}")
+            if node.kind_of:
+                print(f"  kind of: {node.kind_of}")
+            print(f"  icd10: {node.icd10 or '-'}\n  children: {', '.join(onto.name(c) for c in onto.children[node_id]) or '-'}")
     elif args.action == "check":
         onto = _load(args.ontology)
         problems = onto.check()

@@ -19,7 +19,8 @@ from spacy.util import filter_spans
 
 PRE_NEGATION = {("no",), ("not",), ("without",), ("denies",), ("denied",), ("negative", "for"), ("absence", "of"),
                 ("absent",), ("free", "of"), ("never",), ("nor",), ("neither",), ("no", "evidence", "of"),
-                ("no", "signs", "of"), ("no", "sign", "of")}
+                ("no", "signs", "of"), ("no", "sign", "of"),
+                ("excluding",), ("exclude",), ("excluded",), ("ruled", "out")}
 POST_NEGATION = {("ruled", "out"), ("was", "excluded"), ("were", "excluded"), ("excluded",), ("is", "unlikely"),
                  ("was", "unlikely"), ("was", "negative"), ("is", "absent"), ("are", "absent"), ("is", "not"),
                  ("was", "not"), ("are", "not")}
@@ -45,34 +46,46 @@ class Mention:
 
 @cache
 def blank_nlp() -> spacy.language.Language:
-    """Tokenizer plus rule-based sentence splitter; no model download needed."""
-    nlp = spacy.blank("en")
-    nlp.add_pipe("sentencizer")
-    return nlp
+    """The rule-based English tokenizer alone: no model download, and no sentencizer, because
+    cue scopes stop at sentence punctuation themselves (a full sentence split costs more than
+    the matching)."""
+    return spacy.blank("en")
+
+
+SENTENCE_END = {".", "!", "?"}
+_CUE_LENGTHS = range(1, 1 + max(len(c) for cues in (PRE_NEGATION, POST_NEGATION, PRE_DIFFERENTIAL,
+                                                    POST_DIFFERENTIAL) for c in cues))
+
+
+_FIRST_WORDS = {id(cues): {c[0] for c in cues} for cues in (PRE_NEGATION, POST_NEGATION, PRE_DIFFERENTIAL, POST_DIFFERENTIAL)}
 
 
 def _has_cue(words: list[str], cues: set[tuple[str, ...]]) -> bool:
-    for i in range(len(words)):
-        for cue in cues:
-            if tuple(words[i:i + len(cue)]) == cue:
-                return True
-    return False
+    first = _FIRST_WORDS[id(cues)]
+    return any(tuple(words[i:i + n]) in cues for i, w in enumerate(words) if w in first for n in _CUE_LENGTHS)
 
 
 def mention_status(doc: Doc, start: int, end: int) -> str:
-    """Negated / differential / affirmed from cue words before and after the mention in its sentence."""
-    sent = doc[start].sent
-    before = []
-    for tok in reversed(doc[max(sent.start, start - WINDOW):start]):
-        if tok.lower_ in SCOPE_BREAK:
+    """Negated / differential / affirmed from cue words shortly before and after the mention.
+
+    The window stops at a scope break ("but", "which", ";") or the end of the sentence; a "?"
+    right before the mention is the query notation "?psoriasis" and counts as a cue.
+    """
+    before: list[str] = []
+    for i in range(start - 1, max(-1, start - 1 - WINDOW), -1):
+        word = doc[i].lower_
+        if word in SCOPE_BREAK or (word in SENTENCE_END and not (word == "?" and i == start - 1)):
             break
-        before.append(tok.lower_)
+        before.append(word)
     before.reverse()
-    after = []
-    for tok in doc[end:min(sent.end, end + 3)]:
-        if tok.lower_ in SCOPE_BREAK - {"."}:
+    after: list[str] = []
+    for i in range(end, min(len(doc), end + 3)):
+        word = doc[i].lower_
+        if word in SCOPE_BREAK or word in SENTENCE_END:
+            if word == "?":
+                after.append(word)
             break
-        after.append(tok.lower_)
+        after.append(word)
     if _has_cue(before, PRE_NEGATION) or _has_cue(after, POST_NEGATION):
         return "negated"
     if _has_cue(before, PRE_DIFFERENTIAL) or _has_cue(after, POST_DIFFERENTIAL):
@@ -96,7 +109,7 @@ class VocabularyMatcher:
         (self.exact if case_sensitive else self.lower).add(key, docs)
 
     def __call__(self, text: str) -> tuple[Doc, list[Mention]]:
-        doc = self.nlp(text)
+        doc = self.nlp.make_doc(text)
         spans: dict[str, list[Span]] = {}
         for matcher in (self.lower, self.exact):
             for key_id, start, end in matcher(doc):

@@ -1,0 +1,104 @@
+"""Agreement of our condition mapping with labels someone else assigned (Derm1M's release).
+
+Both label strings are parsed into node sets of the target ontology before comparison, so
+"Candidiasis, tinea" and "tinea, candidiasis" agree, and a node whose own name contains a
+comma ("nail diseases, nail disease") is one label, not two. "no definitive diagnosis" is the
+empty set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pipeline.text.annotator import NO_DIAGNOSIS, Annotator, condition_variants
+from pipeline.text.ontology import Ontology
+
+
+def label_set(ontology: Ontology, text: str) -> frozenset[str]:
+    text = (text or "").strip()
+    if not text or text.lower() == NO_DIAGNOSIS:
+        return frozenset()
+    return frozenset(ontology.parse_labels(text))
+
+
+def names_condition(ontology: Ontology, caption: str, node_ids: Iterable[str]) -> bool:
+    """Whether the caption names every labelled node in the target's *own* vocabulary (its
+    names and their comma parts, plurals included): the rows a text-only mapper can get right
+    without knowing where the caption came from."""
+    low = caption.lower()
+    for node_id in node_ids:
+        node = ontology.nodes[node_id]
+        terms = [t for t in [node.name, *node.synonyms] if t.strip()]
+        pattern = "|".join(re.escape(v) for t in terms for v in condition_variants(t.strip().lower()))
+        if not re.search(rf"(?<![\w-])(?:{pattern})(?![\w-])", low):
+            return False
+    return True
+
+
+@dataclass
+class AgreementReport:
+    rows: int = 0
+    agree: int = 0
+    named_rows: int = 0
+    named_agree: int = 0
+    level_total: Counter = field(default_factory=Counter)
+    level_agree: Counter = field(default_factory=Counter)
+    ndd_tp: int = 0
+    ndd_fp: int = 0
+    ndd_fn: int = 0
+    misses: list[tuple[str, str, str]] = field(default_factory=list)   # (gold, ours, caption)
+
+    @staticmethod
+    def share(a: int, b: int) -> float:
+        return a / b if b else float("nan")
+
+    def lines(self) -> list[tuple[str, str]]:
+        out = [("disease_label agreement, all rows", f"{self.agree}/{self.rows} = {self.share(self.agree, self.rows):.1%}"),
+               ("  rows whose caption names the condition",
+                f"{self.named_agree}/{self.named_rows} = {self.share(self.named_agree, self.named_rows):.1%}")]
+        for level in sorted(self.level_total):
+            a, t = self.level_agree[level], self.level_total[level]
+            out.append((f"  level-{level} agreement", f"{a}/{t} = {self.share(a, t):.1%}"))
+        p = self.share(self.ndd_tp, self.ndd_tp + self.ndd_fp)
+        r = self.share(self.ndd_tp, self.ndd_tp + self.ndd_fn)
+        out.append(("'no definitive diagnosis' precision / recall",
+                    f"{p:.1%} ({self.ndd_tp}/{self.ndd_tp + self.ndd_fp}) / {r:.1%} ({self.ndd_tp}/{self.ndd_tp + self.ndd_fn})"))
+        return out
+
+
+def level_sets(ontology: Ontology, labels: frozenset[str], level: int) -> frozenset[str]:
+    return frozenset(p[level - 1] for x in labels if len(p := ontology.path(x)) >= level)
+
+
+def score(annotator: Annotator, rows: Iterable[tuple[str, str]]) -> AgreementReport:
+    """``rows`` are (caption, gold disease_label) in the target ontology's vocabulary.
+
+    Level-k agreement counts rows whose gold labels reach level k: the sets of level-k
+    ancestors must be equal.
+    """
+    onto = annotator.ontology
+    rep = AgreementReport()
+    for caption, gold_text in rows:
+        gold = label_set(onto, gold_text)
+        labels = annotator.diagnose(caption).labels
+        ours = frozenset(labels)
+        rep.rows += 1
+        ok = ours == gold
+        rep.agree += ok
+        if not ok:
+            rep.misses.append((gold_text, ", ".join(onto.name(x) for x in labels) or NO_DIAGNOSIS, caption))
+        if gold and names_condition(onto, caption, gold):
+            rep.named_rows += 1
+            rep.named_agree += ok
+        if not gold:
+            rep.ndd_tp += not ours
+            rep.ndd_fn += bool(ours)
+        else:
+            rep.ndd_fp += not ours
+            for level in range(1, max(onto.level(x) for x in gold) + 1):
+                rep.level_total[level] += 1
+                rep.level_agree[level] += level_sets(onto, ours, level) == level_sets(onto, gold, level)
+    return rep
