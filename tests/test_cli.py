@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,32 @@ def test_query_over_the_corpus_is_read_only(corpus, capsys, monkeypatch):
 def test_stage_commands_exist(command):
     proc = _run(command, "--help")
     assert proc.returncode == 0 and "--set" in proc.stdout
+
+
+def test_ontology_import_export_check_on_derm1m_json(shared, tmp_path, capsys):
+    """import splits Derm1M's shared groupings, export gives Derm1M-style JSON back, check names
+    the file's real clashes (exit 1), show lists both 'non-melanocytic' nodes with their paths."""
+    src = shared / "reference/derm1m/ontology.json"
+    owl = tmp_path / "derm1m.owl"
+    assert main(["ontology", "import", str(src), "--output", str(owl)]) == 0
+    assert "split shared groupings ['melanocytic', 'non-melanocytic']" in capsys.readouterr().err
+    assert main(["ontology", "show", "non-melanocytic", "--ontology", str(owl)]) == 0
+    out = capsys.readouterr().out
+    assert "proliferations > malignant > non-melanocytic" in out and "proliferations > benign > non-melanocytic" in out
+    assert "basal cell carcinoma" in out.split("proliferations > malignant > non-melanocytic")[1].split("\n\n")[0]
+    assert main(["ontology", "check", "--ontology", str(owl)]) == 1
+    out = capsys.readouterr().out
+    assert "'cutaneous sarcoidosis' is claimed by 2 nodes: ['cutaneous sarcoidosis', 'sarcoidosis, cutaneous sarcoidosis']" in out
+    assert "melanocytic" not in out      # the split copies are ambiguous by construction
+    exported = tmp_path / "back.json"
+    assert main(["ontology", "export", "--ontology", str(owl), "--output", str(exported)]) == 0
+    back = json.loads(exported.read_text(encoding="utf-8"))
+    assert "basal cell carcinoma" in back["non-melanocytic"] and "dermatofibroma" in back["non-melanocytic"]
+    assert main(["ontology", "import", str(tmp_path / "missing.json"), "--output", str(owl)]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_ontology_show_resolves_plurals_and_kind_of(capsys):
+    assert main(["ontology", "show", "Herpetic whitlows", "--ontology", str(REPO / "ontology/conditions.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("herpetic whitlow\n") and "kind of: herpes simplex" in out

@@ -71,10 +71,11 @@ def is_grouping_adjective(ontology: Ontology, node_id: str) -> bool:
 DESCRIPTIVE_GROUPS = {"reaction patterns and descriptive terms"}
 
 
-# Tokens that may separate the conditions of one list ("tinea, candidiasis", "psoriasis and
-# lichen planus"); "pictures"/"photos" glue DermNet-style class names ("Psoriasis pictures
-# Lichen Planus and related diseases").
-LIST_GLUE = {",", "and", "&", "/", "+", "pictures", "photos", "images"}
+# Tokens that may separate conditions named together as one diagnosis: juxtaposed names as in
+# dataset class names ("Tinea Ringworm Candidiasis", DermNet's "Psoriasis pictures Lichen
+# Planus and related diseases") and "A/B". A prose list ("diseases such as urticaria and
+# eczema") gives examples, and Derm1M labels such a caption with its first condition only.
+LIST_GLUE = {"/", "pictures", "photos", "images"}
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Diagnosis:
     others: list[str]          # other affirmed conditions named
     differential: list[str]
     negated: list[str]
-    source: str                # caption | context | source_label | none
+    source: str                # caption | sign | context | source_label | none
 
 
 @dataclass
@@ -125,6 +126,50 @@ class Annotation:
         return row
 
 
+def _phrase_owners(ontology: Ontology, terms: list[tuple[str, str, bool]]) -> dict[str, str]:
+    """One node per matchable phrase (names, synonyms and their generated variants).
+
+    A phrase two nodes could claim goes to the descendant when one is an ancestor of the other
+    ("ulcers" is both the plural of Derm1M's "ulcer" and a synonym of its parent "ulcers,
+    erosion of skin": a caption saying "ulcers" is about ulcers); otherwise a node's own
+    term beats another node's generated variant ("seborrheic keratoses" is a Derm1M node of its
+    own, not just the plural of "seborrheic keratosis"); otherwise the first claim stands.
+    Bare-adjective grouping words are never matched.
+    """
+    owner: dict[str, tuple[str, bool]] = {}
+    for node_id, term, is_abbr in terms:
+        if is_abbr or is_grouping_word(ontology, node_id, term):
+            continue
+        own = {term.lower()}
+        for phrase in condition_variants(term.lower()):
+            exact = phrase in own
+            held = owner.get(phrase)
+            if held is None:
+                owner[phrase] = (node_id, exact)
+            elif held[0] == node_id:
+                owner[phrase] = (node_id, exact or held[1])
+            else:
+                descendant = held[0] in ontology.path(node_id)
+                own_term_beats_variant = node_id not in ontology.path(held[0]) and exact and not held[1]
+                if descendant or own_term_beats_variant:
+                    owner[phrase] = (node_id, exact)
+    return {phrase: node_id for phrase, (node_id, _) in owner.items()}
+
+
+def _sign_phrases(ontology: Ontology, reference: Ontology | None, walk: Crosswalk | None) -> dict[str, list[str]]:
+    """node id -> sign phrases: the target's own, plus the reference's through the crosswalk."""
+    out: dict[str, list[str]] = {}
+    for node in ontology.walk():
+        if node.signs:
+            out.setdefault(node.id, []).extend(node.signs)
+    if reference is not None and walk is not None:
+        for node in reference.walk():
+            target = walk.target(node.id)
+            if node.signs and target is not None and not is_grouping_word(ontology, target, ontology.name(target)):
+                out.setdefault(target, []).extend(node.signs)
+    return out
+
+
 def _is_descriptive(ontology: Ontology, node_id: str) -> bool:
     return node_id != ontology.root and fold_term(ontology.name(ontology.path(node_id)[0])) in DESCRIPTIVE_GROUPS
 
@@ -153,29 +198,27 @@ class Annotator:
     def __init__(self, ontology: Ontology, concepts: list[Entry], sites: list[Entry], symptoms: list[Entry],
                  reference: Ontology | None = None, conditions_only: bool = False) -> None:
         self.ontology = ontology
-        self.matcher = VocabularyMatcher()
+        self.matcher = VocabularyMatcher(overlap_groups={"sign": "condition"})
         terms = list(ontology.terms())
         walk = None
         if reference is not None and not set(reference.nodes) <= set(ontology.nodes):
             walk = build_crosswalk(reference, ontology)
             for target_id, (syns, abbrs) in lent_terms(reference, ontology, walk).items():
                 terms += [(target_id, t, False) for t in syns] + [(target_id, t, True) for t in abbrs]
-        # A generated variant ("seborrheic keratoses") never shadows a node named exactly so.
-        exact = {fold_term(t): n for n, t, abbr in terms if not abbr}
+        owner = _phrase_owners(ontology, terms)
         by_node: dict[str, list[str]] = {}
         abbrevs: dict[str, list[str]] = {}
         for node_id, term, is_abbr in terms:
-            if not is_abbr and is_grouping_word(ontology, node_id, term):
-                continue
             if is_abbr:
                 abbrevs.setdefault(node_id, []).extend([term, term + "s"])
-            else:
-                by_node.setdefault(node_id, []).extend(
-                    v for v in condition_variants(term) if exact.get(fold_term(v), node_id) == node_id)
+        for phrase, node_id in owner.items():
+            by_node.setdefault(node_id, []).append(phrase)
         for node_id, phrases in by_node.items():
             self.matcher.add("condition", node_id, phrases)
         for node_id, phrases in abbrevs.items():
             self.matcher.add("condition", node_id, phrases, case_sensitive=True)
+        for node_id, phrases in _sign_phrases(ontology, reference, walk).items():
+            self.matcher.add("sign", node_id, [v for p in phrases for v in condition_variants(p)])
         for kind, entries in (("concept", concepts), ("site", sites), ("symptom", symptoms)):
             for e in [] if conditions_only else entries:
                 self.matcher.add(kind, e.name, list(e.phrases))
@@ -197,17 +240,20 @@ class Annotator:
         ancestors = {a for i in ids for a in self.ontology.path(i)[:-1]}
         return [x for x in ids if x not in ancestors]
 
-    def _conditions(self, doc: Doc, mentions: list[Mention]) -> tuple[list[str], list[str], list[str], list[str]]:
-        """(labels, other affirmed, differentials, negated) as node ids.
+    def _conditions(self, doc: Doc, mentions: list[Mention], kind: str = "condition"
+                    ) -> tuple[list[str], list[str], list[str], list[str]]:
+        """(labels, other affirmed, differentials, negated) as node ids, from mentions of ``kind``
+        ("condition", or "sign" when nothing is named).
 
-        The diagnosis is the caption's subject: the first affirmed condition, together with
-        the conditions listed right beside it ("tinea, candidiasis", "psoriasis and lichen
-        planus", DermNet's "Psoriasis pictures Lichen Planus"), each made as specific as any
-        affirmed mention of a descendant ("eczema, specifically atopic dermatitis"). A finding
-        from the descriptive group (scar, ulcer) is the diagnosis only when no disease is named.
-        Other affirmed conditions (complications, comparisons, comorbidities) are kept apart.
+        The diagnosis is the caption's subject: the first affirmed condition, together with any
+        named right beside it (dataset class names such as "Tinea Ringworm Candidiasis"), each
+        made as specific as any affirmed mention of a descendant ("eczema, specifically atopic
+        dermatitis"). A finding (scar, ulcer, a node named by a clinical concept) is the
+        diagnosis only when no disease is named. Other affirmed conditions (complications,
+        comparisons, examples in a prose list) are kept apart as ``others``.
         """
-        affirmed = [m for m in mentions if m.kind == "condition" and m.status == "affirmed"]
+        named = [m for m in mentions if m.kind == kind]
+        affirmed = [m for m in named if m.status == "affirmed"]
         diseases = [m for m in affirmed if m.label not in self.descriptive]
         pool = diseases or affirmed
         group: list[Mention] = pool[:1]
@@ -225,9 +271,9 @@ class Annotator:
         labels = self._most_specific(labels)
         covered = {a for x in labels for a in self.ontology.path(x)}
         others = [x for x in self._most_specific(affirmed_ids) if x not in covered]
-        differential = [x for x in self._most_specific([m.label for m in mentions if m.kind == "condition"
-                                                         and m.status == "differential"]) if x not in affirmed_ids]
-        negated = [x for x in dict.fromkeys(m.label for m in mentions if m.kind == "condition" and m.status == "negated")
+        differential = [x for x in self._most_specific([m.label for m in named if m.status == "differential"])
+                        if x not in affirmed_ids]
+        negated = [x for x in dict.fromkeys(m.label for m in named if m.status == "negated")
                    if x not in affirmed_ids and x not in differential]
         return labels, others, differential, negated
 
@@ -246,21 +292,33 @@ class Annotator:
 
     def diagnose(self, caption: str, context: str = "", source_label: str = "",
                  matched: tuple[Doc, list[Mention]] | None = None) -> Diagnosis:
-        """The condition mapping alone, as node ids.
+        """The condition mapping alone, as node ids. Evidence in decreasing order of trust:
 
-        A structured ``source_label`` that maps wins; else the caption's affirmed mentions; the
-        ``context`` (video/article/thread title) only when the caption names no condition at all.
+        a structured ``source_label`` that maps; conditions the caption names; conditions the
+        ``context`` (video/article/thread title) names, used only when the caption names none;
+        a sign in the caption that points to a condition ("herald patch"), when the caption
+        names nothing but findings (scar, ulcer) or nothing at all.
         """
         doc, mentions = matched or self.matcher(caption)
         labels, others, differential, negated = self._conditions(doc, mentions)
         source = "caption" if labels else "none"
+        named = labels or differential or negated
         structured = self.map_label(source_label) if source_label else []
         if structured:
             labels, source = structured, "source_label"
             others = [x for x in others if x not in labels]
-        elif not labels and not differential and not negated and context:
+        elif not named and context:
             labels = self._conditions(*self.matcher(context))[0]
             source = "context" if labels else "none"
+        if source in ("caption", "none") and all(x in self.descriptive for x in labels):
+            # Nothing named but findings ("an ulcer"): a sign of a disease outranks them
+            # ("Treponema pallidum, causing a painless ulcer" is syphilis).
+            sign = self._conditions(doc, mentions, kind="sign")
+            if sign[0] and not all(x in self.descriptive for x in sign[0]):
+                others = [x for x in [*labels, *others] if x not in sign[0]]
+                labels, source = sign[0], "sign"
+                if not named:
+                    differential, negated = sign[2], sign[3]
         return Diagnosis(labels, others, differential, negated, source)
 
     def __call__(self, caption: str, context: str = "", source_label: str = "") -> Annotation:
@@ -271,7 +329,7 @@ class Annotator:
         hierarchical = list(dict.fromkeys(name(x) for label in labels for x in self.ontology.path(label)))
         found: dict[str, list[str]] = {"concept": [], "site": [], "symptom": []}
         for m in mentions:
-            if m.kind == "condition":
+            if m.kind in ("condition", "sign"):
                 continue
             label = m.label
             if m.status == "negated":

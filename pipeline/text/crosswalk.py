@@ -45,7 +45,7 @@ def build_crosswalk(reference: Ontology, target: Ontology, min_level: int = 2) -
     walk = Crosswalk()
     for node in reference.walk():
         context = {fold_term(n) for n in reference.path_names(node.id)}
-        for term in [node.name, *node.synonyms, *node.abbreviations]:
+        for term in [node.name, *node.synonyms, *node.abbreviations, *node.aliases]:
             found = target.resolve(term)
             if found:
                 walk.exact[node.id] = _pick(target, found, context)
@@ -78,9 +78,8 @@ def lent_terms(reference: Ontology, target: Ontology, walk: Crosswalk | None = N
     """target id -> (synonyms, abbreviations) lent by the reference, never a term the target
     already gives another node, and exact mappings before coarse ones (first claim wins)."""
     walk = walk or build_crosswalk(reference, target)
+    own = {term if abbr else fold_term(term) for _, term, abbr in target.terms(aliases=True)}
     claimed: dict[str, str] = {}
-    for node_id, term, abbr in target.terms(aliases=True):
-        claimed.setdefault(term if abbr else fold_term(term), node_id)
     out: dict[str, tuple[list[str], list[str]]] = {}
     for mapping in (walk.exact, walk.coarse):
         for ref_id, target_id in mapping.items():
@@ -93,7 +92,8 @@ def lent_terms(reference: Ontology, target: Ontology, walk: Crosswalk | None = N
                 if not is_abbr and is_grouping_word(reference, ref_id, term):
                     continue
                 key = term if is_abbr else fold_term(term)
-                owner = claimed.setdefault(key, target_id)
-                if owner == target_id and key in claimed and term not in (abbrs if is_abbr else syns):
+                if key in own or claimed.setdefault(key, target_id) != target_id:
+                    continue
+                if term not in (abbrs if is_abbr else syns):
                     (abbrs if is_abbr else syns).append(term)
     return {k: v for k, v in out.items() if v[0] or v[1]}

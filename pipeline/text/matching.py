@@ -96,11 +96,14 @@ def mention_status(doc: Doc, start: int, end: int) -> str:
 class VocabularyMatcher:
     """PhraseMatchers for several vocabularies over one shared tokenisation."""
 
-    def __init__(self) -> None:
+    def __init__(self, overlap_groups: dict[str, str] | None = None) -> None:
         self.nlp = blank_nlp()
         self.lower = PhraseMatcher(self.nlp.vocab, attr="LOWER")
         self.exact = PhraseMatcher(self.nlp.vocab, attr="ORTH")
         self.labels: dict[str, tuple[str, str]] = {}   # match key -> (kind, label)
+        # Kinds whose overlapping matches compete (longest wins), e.g. {"sign": "condition"}:
+        # "allergic reaction to an irritant" (a sign) beats the condition "allergic reaction".
+        self.groups = overlap_groups or {}
 
     def add(self, kind: str, label: str, phrases: list[str], case_sensitive: bool = False) -> None:
         key = f"{kind}\x1f{label}"
@@ -115,11 +118,11 @@ class VocabularyMatcher:
             for key_id, start, end in matcher(doc):
                 key = self.nlp.vocab.strings[key_id]
                 kind = self.labels[key][0]
-                spans.setdefault(kind, []).append(Span(doc, start, end, label=key))
+                spans.setdefault(self.groups.get(kind, kind), []).append(Span(doc, start, end, label=key))
         mentions = []
-        for kind, found in spans.items():
+        for found in spans.values():
             for span in sorted(filter_spans(found), key=lambda s: s.start):
-                label = self.labels[span.label_][1]
+                kind, label = self.labels[span.label_]
                 mentions.append(Mention(kind, label, span.start, span.end, mention_status(doc, span.start, span.end)))
         mentions.sort(key=lambda m: (m.start, m.kind))
         return doc, mentions

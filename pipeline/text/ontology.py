@@ -35,7 +35,10 @@ class Node:
     both "benign" and "malignant"): such a copy gets the id ``"<parent id> > <name>"``.
 
     ``aliases`` resolve in :meth:`Ontology.lookup` (dataset labels, name fragments) but are
-    never matched in free text, because they are not safe as words in a caption.
+    never matched in free text, because they are not safe as words in a caption. ``signs`` are
+    phrases that point to the condition without naming it (a causative organism, a
+    pathognomonic finding: "herald patch", "Sarcoptes scabiei"); the annotator uses them only
+    when a caption names no condition.
     """
 
     name: str
@@ -46,6 +49,7 @@ class Node:
     id: str = ""
     aliases: list[str] = field(default_factory=list)
     kind_of: str | None = None
+    signs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.id = self.id or self.name
@@ -230,7 +234,8 @@ class Ontology:
                 name = str(item["name"]).strip().lower()
                 onto.add(Node(name, parent, words(item, "synonyms"), [str(a).strip() for a in item.get("abbreviations") or []],
                               item.get("icd10"), aliases=words(item, "aliases"),
-                              kind_of=str(item["kind_of"]).strip().lower() if item.get("kind_of") else None))
+                              kind_of=str(item["kind_of"]).strip().lower() if item.get("kind_of") else None,
+                              signs=words(item, "signs")))
                 visit(item.get("children") or [], name)
 
         visit(doc.get("nodes") or [], onto.root)
@@ -324,7 +329,7 @@ class Ontology:
         onto = world.get_ontology(OWL_IRI + "#")
         with onto:
             props = {key: types.new_class(key, (owlready2.AnnotationProperty,))
-                     for key in ("synonym", "abbreviation", "icd10", "alias", "ambiguous_term", "kind_of")}
+                     for key in ("synonym", "abbreviation", "icd10", "alias", "ambiguous_term", "kind_of", "sign")}
             classes: dict[str, object] = {}
             used: set[str] = set()
 
@@ -348,7 +353,7 @@ class Ontology:
                 # difference, which would order the triples by string hash (non-reproducible).
                 for key, values in (("synonym", node.synonyms), ("abbreviation", node.abbreviations),
                                     ("alias", node.aliases), ("icd10", [node.icd10] if node.icd10 else []),
-                                    ("kind_of", [node.kind_of] if node.kind_of else [])):
+                                    ("kind_of", [node.kind_of] if node.kind_of else []), ("sign", node.signs)):
                     for value in values:
                         getattr(cls, key).append(value)
                 classes[node.id] = cls
@@ -399,7 +404,7 @@ class Ontology:
             ids[child] = result.unique_id(name, ids[c])
             result.add(Node(name, ids[c], prop(child, "synonym"), prop(child, "abbreviation"),
                             icd[0] if icd else None, id=ids[child], aliases=prop(child, "alias"),
-                            kind_of=kind[0] if kind else None))
+                            kind_of=kind[0] if kind else None, signs=prop(child, "sign")))
             stack.extend((k, child) for k in sorted(kids.get(child, []), key=order.get, reverse=True))
         return result
 

@@ -1,0 +1,149 @@
+"""How closely our caption annotation agrees with Derm1M's released labels, and how fast it runs.
+
+    python bench/annotation_agreement.py                 # every section
+    python bench/annotation_agreement.py --only conditions dermnet
+    python bench/annotation_agreement.py --only throughput --captions 1000000 --workers 2
+
+Sections (each prints a table; figures go in issue notes, not in unit tests):
+  conditions   disease_label agreement on ../shared/reference/derm1m/dev_rows.csv with Derm1M's
+               own ontology.json as the target vocabulary (our synonyms lent through the
+               crosswalk): all rows, rows whose caption names the condition, each ontology
+               level, precision/recall of "no definitive diagnosis"; --misses lists the misses.
+  dermnet      share of the DermNet folder names in ../shared/corpus/dermnet that map to a node
+               of our ontology, listing the misses.
+  throughput   captions/s for the condition mapping alone on synthetic captions recombined
+               from the dev rows' sentences, one process and a pool of --workers processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing as mp
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.text.agreement import score  # noqa: E402
+from pipeline.text.annotator import Annotator  # noqa: E402
+from pipeline.text.ontology import Ontology, project_ontology  # noqa: E402
+from pipeline.text.vocab import load_concepts  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+DEV_ROWS = SHARED / "reference/derm1m/dev_rows.csv"
+DERM1M_ONTOLOGY = SHARED / "reference/derm1m/ontology.json"
+DERMNET = SHARED / "corpus/dermnet"
+SECTIONS = ("conditions", "dermnet", "throughput")
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}"
+
+
+def table(title: str, rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    print(f"\n## {title}")
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+
+
+def derm1m_annotator() -> Annotator:
+    """Target: Derm1M's ontology.json; reference: ours (synonyms, abbreviations, findings)."""
+    return Annotator(Ontology.load(DERM1M_ONTOLOGY), load_concepts(REPO / "ontology/concepts.yaml"), [], [],
+                     reference=project_ontology(), conditions_only=True)
+
+
+def dev_rows() -> list[dict[str, str]]:
+    with DEV_ROWS.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def section_conditions(show_misses: bool) -> None:
+    annotator = derm1m_annotator()
+    report = score(annotator, [(r["caption"], r["disease_label"]) for r in dev_rows()])
+    table("disease_label vs Derm1M dev rows (target: Derm1M ontology.json)", report.lines())
+    if show_misses:
+        print("\n  misses (gold -> ours :: caption):")
+        for gold, ours, caption in report.misses:
+            print(f"    [{gold}] -> [{ours}] :: {caption[:160]}")
+
+
+def section_dermnet() -> None:
+    annotator = Annotator(project_ontology(), [], [], [], conditions_only=True)
+    folders = sorted(p.name for p in DERMNET.iterdir() if p.is_dir())
+    misses = [f for f in folders if not annotator.map_label(f)]
+    rows = [("folders mapped", f"{len(folders) - len(misses)}/{len(folders)} = {(len(folders) - len(misses)) / len(folders):.1%}")]
+    rows += [("  miss", m) for m in misses]
+    table("DermNet folder names -> our ontology", rows)
+
+
+def synthetic_captions(n: int, seed: int = 7) -> list[str]:
+    """n captions of 1-3 sentences drawn from the dev rows (fixed seed, same list every run)."""
+    import random
+
+    sentences = [s.strip() for r in dev_rows() for s in re.split(r"(?<=[.!?])\s+", r["caption"]) if s.strip()]
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(sentences) for _ in range(rng.randint(1, 3))) for _ in range(n)]
+
+
+_WORKER: Annotator | None = None
+
+
+def _init_worker() -> None:
+    global _WORKER
+    _WORKER = derm1m_annotator()
+
+
+def _map_chunk(chunk: list[str]) -> int:
+    assert _WORKER is not None
+    return sum(bool(_WORKER.diagnose(c).labels) for c in chunk)
+
+
+def section_throughput(n: int, workers: int) -> None:
+    captions = synthetic_captions(n)
+    t0 = time.perf_counter()
+    annotator = derm1m_annotator()
+    build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    labelled = sum(bool(annotator.diagnose(c).labels) for c in captions)
+    single = time.perf_counter() - t0
+    chunks = [captions[i:i + 5000] for i in range(0, len(captions), 5000)]
+    t0 = time.perf_counter()
+    with mp.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
+        pooled = sum(pool.imap(_map_chunk, chunks))
+    parallel = time.perf_counter() - t0
+    assert pooled == labelled, "pool and single process disagree"
+    table(f"condition mapping throughput ({n:,} synthetic captions from dev-row sentences)", [
+        ("matcher build (crosswalk + phrase patterns)", f"{build:.1f} s"),
+        ("one process", f"{n / single:,.0f} captions/s ({single:.1f} s)"),
+        (f"pool of {workers} processes (incl. worker start)", f"{n / parallel:,.0f} captions/s ({parallel:.1f} s)"),
+        ("captions with a diagnosis", f"{labelled / n:.1%}"),
+    ])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    ap.add_argument("--captions", type=int, default=1_000_000, help="synthetic captions for throughput")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--misses", action="store_true", help="list the dev rows we disagree on")
+    args = ap.parse_args()
+    if not SHARED.exists():
+        sys.exit(f"{SHARED} not found: this benchmark needs the shared reference data beside the checkout")
+    print(f"machine: {machine()}")
+    if "conditions" in args.only:
+        section_conditions(args.misses)
+    if "dermnet" in args.only:
+        section_dermnet()
+    if "throughput" in args.only:
+        section_throughput(args.captions, args.workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Condition mapping beyond single mentions: the diagnosis among several conditions, signs,
+structured dataset labels, and mapping onto Derm1M's own ontology through the crosswalk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.text.agreement import label_set, names_condition, score
+from pipeline.text.annotator import Annotator
+from pipeline.text.crosswalk import build_crosswalk, lent_terms
+from pipeline.text.ontology import Node, Ontology, project_ontology
+from pipeline.text.vocab import load_body_sites, load_concepts, load_symptoms
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+VOCAB = {k: REPO / "ontology" / f"{k}.yaml" for k in ("concepts", "body_sites", "symptoms")}
+
+
+@pytest.fixture(scope="module")
+def ours() -> Annotator:
+    return Annotator(project_ontology(), load_concepts(VOCAB["concepts"]), load_body_sites(VOCAB["body_sites"]),
+                     load_symptoms(VOCAB["symptoms"]))
+
+
+@pytest.fixture(scope="module")
+def derm1m() -> Annotator:
+    """Target: Derm1M's released ontology.json; our synonyms lent through the crosswalk."""
+    if not SHARED.exists():
+        pytest.skip("../shared reference data is not present")
+    return Annotator(Ontology.load(SHARED / "reference/derm1m/ontology.json"), load_concepts(VOCAB["concepts"]), [], [],
+                     reference=project_ontology(), conditions_only=True)
+
+
+# -- which condition is the diagnosis --------------------------------------------------------
+
+@pytest.mark.parametrize(("caption", "labels", "others"), [
+    # The subject comes first; complications and comparisons are kept apart.
+    ("This image discusses orbital cellulitis, which can lead to a brain abscess.", ["cellulitis"], ["abscess"]),
+    ("Atrophic dermatofibroma, with a seborrheic keratosis beside it on dermoscopy.",
+     ["dermatofibroma"], ["seborrhoeic keratosis"]),
+    # A prose list gives examples; the first is the label.
+    ("This toxin can cause skin diseases such as urticaria and eczema.", ["urticaria"], ["eczema"]),
+    # Juxtaposed names, as in dataset class names, are one multi-label diagnosis.
+    ("This is a clinical skin image, diagnosed as tinea ringworm candidiasis and other fungal infections.",
+     ["tinea", "candidiasis"], []),
+    ("diagnosed as psoriasis pictures lichen planus and related diseases.", ["psoriasis", "lichen planus"], []),
+    # A finding is the label only when no disease is named.
+    ("A scar after excision of a basal cell carcinoma.", ["basal cell carcinoma"], ["scar"]),
+    ("Hyperpigmentation on the back, consistent with actinic keratoses.", ["actinic keratosis"], ["hyperpigmentation"]),
+    ("A hypertrophic scar on the chest.", ["hypertrophic scar"], []),
+])
+def test_diagnosis_is_the_captions_subject(ours: Annotator, caption: str, labels: list[str], others: list[str]) -> None:
+    ann = ours(caption)
+    assert (ann.disease_labels, ann.other_labels) == (labels, others)
+
+
+def test_negation_cues_excluding(ours: Annotator) -> None:
+    ann = ours("The poster has vitiligo. Participants suggested excluding pityriasis versicolor.")
+    assert ann.disease_labels == ["vitiligo"]
+    assert ann.negated_labels == ["pityriasis versicolor"]
+
+
+# -- signs -----------------------------------------------------------------------------------
+
+def test_signs_label_only_when_nothing_is_named(ours: Annotator) -> None:
+    ann = ours("A large herald patch on the trunk, followed by smaller oval patches.")
+    assert (ann.disease_labels, ann.label_source) == (["pityriasis rosea"], "sign")
+    assert ann.hierarchical[-1] == "pityriasis rosea"
+    # A named condition always wins over a sign.
+    ann = ours("Plaque psoriasis with silvery scale; a herald patch was absent.")
+    assert (ann.disease_labels, ann.label_source) == (["plaque psoriasis"], "caption")
+    # A negated sign is no evidence.
+    ann = ours("There is no herald patch.")
+    assert (ann.disease_labels, ann.label_source) == ([], "none")
+
+
+def test_a_sign_outranks_a_finding(ours: Annotator) -> None:
+    ann = ours("Dark ground microscopy of Treponema pallidum, causing a painless ulcer.")
+    assert (ann.disease_labels, ann.other_labels, ann.label_source) == (["syphilis"], ["ulcer"], "sign")
+
+
+def test_context_outranks_a_sign(ours: Annotator) -> None:
+    ann = ours("A herald patch on the trunk.", context="Guttate psoriasis in a teenager")
+    assert (ann.disease_labels, ann.label_source) == (["guttate psoriasis"], "context")
+
+
+# -- structured dataset labels ----------------------------------------------------------------
+
+HAM10000_DX = {"akiec": "actinic keratosis", "bcc": "basal cell carcinoma", "bkl": "benign keratosis",
+               "df": "dermatofibroma", "mel": "melanoma", "nv": "melanocytic nevus", "vasc": "benign vascular"}
+DERM7PT = {"clark nevus": "dysplastic nevus", "melanoma (less than 0.76 mm)": "melanoma",
+           "reed or spitz nevus": "spitz nevus", "melanoma (in situ)": "melanoma in situ",
+           "seborrheic keratosis": "seborrhoeic keratosis", "dermal nevus": "intradermal nevus",
+           "vascular lesion": "benign vascular", "blue nevus": "blue nevus", "lentigo": "lentigo",
+           "congenital nevus": "congenital melanocytic nevus", "melanoma metastasis": "metastatic melanoma"}
+# Class names as Fitzpatrick17k writes them (typos included).
+FITZPATRICK17K = {"papilomatosis confluentes and reticulate": "confluent and reticulated papillomatosis",
+                  "erythema annulare centrifigum": "erythema annulare centrifugum",
+                  "basal cell carcinoma morpheiform": "morphoeic basal cell carcinoma",
+                  "pediculosis lids": "pediculosis palpebrarum", "fixed eruptions": "fixed drug eruption",
+                  "acquired autoimmune bullous diseaseherpes gestationis": "pemphigoid gestationis",
+                  "sun damaged skin": "actinic damage", "granuloma pyogenic": "pyogenic granuloma",
+                  "stevens johnson syndrome": "stevens-johnson syndrome", "dariers disease": "darier disease",
+                  "telangiectases": "telangiectasia", "xanthomas": "xanthoma"}
+
+
+@pytest.mark.parametrize(("dataset", "table"), [("ham10000", HAM10000_DX), ("derm7pt", DERM7PT),
+                                                 ("fitzpatrick17k", FITZPATRICK17K)])
+def test_structured_labels_map_through_the_synonym_index(ours: Annotator, dataset: str, table: dict) -> None:
+    assert {label: ours.map_label(label) for label in table} == {label: [node] for label, node in table.items()}
+    assert ours.map_label("miscellaneous") == []
+
+
+def test_every_dermnet_folder_maps(ours: Annotator, shared: Path) -> None:
+    folders = sorted(p.name for p in (shared / "corpus/dermnet").iterdir() if p.is_dir())
+    assert len(folders) == 123
+    assert [f for f in folders if not ours.map_label(f)] == []
+
+
+def test_source_label_is_the_diagnosis_when_it_maps(ours: Annotator) -> None:
+    ann = ours("A dermoscopic image of a lesion on the back; melanoma was ruled out.", source_label="nv")
+    assert (ann.disease_labels, ann.label_source) == (["melanocytic nevus"], "source_label")
+    assert ann.negated_labels == ["melanoma"]
+    ann = ours("Plaque psoriasis on the elbow.", source_label="no definitive diagnosis")
+    assert (ann.disease_labels, ann.label_source) == (["plaque psoriasis"], "caption")
+
+
+# -- Derm1M's ontology as the target ----------------------------------------------------------
+
+@pytest.mark.parametrize(("caption", "label"), [
+    ("HSV on the lower lip.", "herpes simplex virus"),              # our abbreviation, lent
+    ("Herpetic whitlow after a dental exam.", "herpes simplex virus"),   # kind_of herpes simplex
+    ("A nodular melanoma on the back.", "malignant melanoma, melanoma"),  # coarser target node
+    ("Multiple seborrheic keratoses on the back.", "seborrheic keratoses"),   # Derm1M's own node
+    ("Anal ulcers are painful open sores.", "ulcer"),                # descendant beats parent's synonym
+    ("Warts on the fingers.", "skin diseases caused by warts"),
+    ("A scar and urticaria on the arm.", "urticaria"),               # a disease, though Derm1M files it as a reaction pattern
+    ("caused by a bacterial infection that can be treated with antibiotics.", "no definitive diagnosis"),
+])
+def test_mapping_onto_derm1m_ontology(derm1m: Annotator, caption: str, label: str) -> None:
+    assert derm1m(caption).release_row()["disease_label"] == label
+
+
+def test_crosswalk_maps_exact_then_coarse(shared: Path) -> None:
+    ref, target = project_ontology(), Ontology.load(shared / "reference/derm1m/ontology.json")
+    walk = build_crosswalk(ref, target)
+    assert walk.exact["basal cell carcinoma"] == "basal cell carcinoma"
+    assert walk.exact["malignant non-melanocytic"] == "malignant > non-melanocytic"
+    assert walk.coarse["nodular melanoma"] == "malignant melanoma, melanoma"
+    assert walk.coarse["herpetic whitlow"] == "herpes simplex virus"
+    assert "genital herpes" not in walk.exact
+    # Bare-adjective groupings never receive terms ("bacterial infection" is not a diagnosis).
+    lent = lent_terms(ref, target, walk)
+    assert "bacterial" not in lent and "infectious" not in lent
+    assert "HSV" in lent["herpes simplex virus"][1]
+
+
+def test_crosswalk_on_a_small_pair() -> None:
+    ref = Ontology("root")
+    ref.add(Node("infections", "root"))
+    ref.add(Node("herpes simplex", "infections", ["cold sore"], ["HSV"]))
+    ref.add(Node("herpetic whitlow", "infections", kind_of="herpes simplex"))
+    target = Ontology("root")
+    target.add(Node("viral", "root"))
+    target.add(Node("herpes simplex virus", "viral", ["herpes simplex"]))
+    walk = build_crosswalk(ref, target, min_level=1)
+    assert walk.exact == {"herpes simplex": "herpes simplex virus"}
+    assert walk.coarse == {"herpetic whitlow": "herpes simplex virus"}
+    assert lent_terms(ref, target, walk) == {"herpes simplex virus": (["cold sore", "herpetic whitlow"], ["HSV"])}
+
+
+# -- the agreement measure itself ---------------------------------------------------------------
+
+def test_label_sets_parse_comma_joined_names(shared: Path) -> None:
+    onto = Ontology.load(shared / "reference/derm1m/ontology.json")
+    assert label_set(onto, "candidiasis, tinea") == {"candidiasis", "tinea"}
+    assert label_set(onto, "Tinea, Candidiasis") == {"candidiasis", "tinea"}
+    assert label_set(onto, "nail diseases, nail disease") == {"nail diseases, nail disease"}
+    assert label_set(onto, "no definitive diagnosis") == frozenset()
+    assert names_condition(onto, "Multiple seborrheic keratoses", label_set(onto, "seborrheic keratoses"))
+    assert not names_condition(onto, "red inflamed patches", label_set(onto, "psoriasis"))
+
+
+def test_score_counts_rows_levels_and_no_diagnosis(derm1m: Annotator) -> None:
+    rows = [("Psoriasis on the elbow.", "psoriasis"), ("Guttate psoriasis.", "psoriasis"),
+            ("Front view.", "no definitive diagnosis"), ("Front view.", "eczema"), ("Eczema.", "no definitive diagnosis")]
+    rep = score(derm1m, rows)
+    # "Guttate psoriasis" is Derm1M's own, finer node: a disagreement, counted apart as finer.
+    assert (rep.rows, rep.agree, rep.named_rows, rep.named_agree, rep.finer) == (5, 2, 2, 1, 1)
+    assert (rep.ndd_tp, rep.ndd_fp, rep.ndd_fn) == (1, 1, 1)
+    assert rep.level_total[1] == 3 and rep.level_agree[1] == 2
