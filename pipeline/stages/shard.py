@@ -1,25 +1,35 @@
-"""Stage ``shard``: per split, WebDataset tars of (canonical image, truncated caption, metadata).
+"""Stage ``shard``: per split, WebDataset tars of (canonical image, truncated caption(s), metadata).
 
-One sample per pair: every caption of a duplicate cluster is paired with the cluster's
-canonical image, re-encoded once per shard. Accounting: pairs in = samples + rejects (pairs
-whose image failed dedup hashing or re-encoding).
+``shard.captions: pair`` (default) writes one sample per pair: every caption of a duplicate
+cluster is paired with the cluster's canonical image, as Derm1M's pretraining CSV does.
+``cluster`` writes one sample per canonical image carrying all its captions as ``txt``,
+``txt.1``, ... so a loader can pick one per epoch (``pipeline.shards.reader.pick_caption``)
+instead of seeing the same pixels several times an epoch. Accounting either way: pairs in =
+index rows + rejects (pairs whose image failed dedup hashing or re-encoding).
+
+Unchanged tars are not rewritten (see ``pipeline.shards.writer``); DVC keeps the previous
+build in place because the split folders are ``persist: true`` outs.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline.corpus import join_corpus, table_paths
+from pipeline.errors import ConfigError
 from pipeline.executor import map_ordered
 from pipeline.params import section
 from pipeline.rejects import Reject
-from pipeline.shards.writer import Sample, encode_jpeg, write_split
+from pipeline.shards.writer import Sample, ShardOptions, encode_jpeg, write_split
 from pipeline.stages import StageResult, Timer
 from pipeline.stages.split import SPLITS
 from pipeline.tables import atomic_dir, read_table, write_table
+
+log = logging.getLogger(__name__)
 
 # The metadata each sample's .json carries (the release columns plus ids and provenance).
 META_COLUMNS = [
@@ -27,42 +37,80 @@ META_COLUMNS = [
     "source_record_id", "licence", "caption", "truncated_caption", "disease_label",
     "hierarchical_disease_label", "skin_concept", "body_location", "symptoms", "age", "gender",
 ]
+CAPTION_MODES = ("pair", "cluster")
+_CONFIG = {"out": str, "max_samples_per_shard": int, "max_shard_bytes": int, "max_side": int,
+           "jpeg_quality": int, "skip_reencode": bool, "captions": str, "min_train_shards": int}
 
 
 def run(params: dict) -> StageResult:
-    cfg = section(params, "shard", {"out": str, "max_samples_per_shard": int, "max_side": int, "jpeg_quality": int})
+    cfg = section(params, "shard", _CONFIG)
+    if cfg["captions"] not in CAPTION_MODES:
+        raise ConfigError(f"params.yaml: shard.captions {cfg['captions']!r} is not one of {list(CAPTION_MODES)}")
+    if not 1 <= cfg["jpeg_quality"] <= 95 or cfg["max_side"] < 16:
+        raise ConfigError("params.yaml: shard.jpeg_quality must be 1..95 and shard.max_side >= 16")
     workers = section(params, "ingest", {"workers": int})["workers"]
     out = Path(cfg["out"])
+    options = ShardOptions(cfg["max_samples_per_shard"], cfg["max_shard_bytes"],
+                           f"max_side={cfg['max_side']},quality={cfg['jpeg_quality']},"
+                           f"skip_reencode={cfg['skip_reencode']},captions={cfg['captions']}")
     with Timer(StageResult("shard")) as result:
-        pairs = read_table("pairs", table_paths(params)["pairs"])
+        paths_ = table_paths(params)
+        pairs = read_table("pairs", paths_["pairs"])
+        images = read_table("images", paths_["images"])
         frame = join_corpus(params)
         result.rows_in = len(pairs)
         rejects = [Reject("shard", r.source, r.pair_id, "hash_failed", "image was rejected by dedup", None)
                    for r in pairs[~pairs["pair_id"].isin(frame["pair_id"])].itertuples()]
-        encode = functools.partial(encode_jpeg, max_side=cfg["max_side"], quality=cfg["jpeg_quality"])
-        paths = dict(zip(frame["pair_id"], frame["canonical_path"], strict=True))
+        encode = functools.partial(encode_jpeg, max_side=cfg["max_side"], quality=cfg["jpeg_quality"],
+                                   skip_reencode=cfg["skip_reencode"])
+        sha = dict(zip(images["image_id"], images["sha256"], strict=True))
 
         def jpeg_of(chunk: list[Sample]) -> list[bytes | None]:
-            unique = sorted({paths[s.pair_id] for s in chunk})
+            unique = sorted({s.image_path for s in chunk})
             encoded = dict(zip(unique, map_ordered(encode, unique, workers, "encode", "img"), strict=True))
-            return [encoded[paths[s.pair_id]] for s in chunk]
+            return [encoded[s.image_path] for s in chunk]
 
         index_rows: list[dict] = []
+        result.extra = {}
         for split in SPLITS:
             rows = frame[frame["split"] == split]
+            samples = _samples(rows, sha, cfg["captions"])
+            previous = out / split if (out / split).is_dir() else None
             with atomic_dir(out / split) as tmp:
-                written, _, failed = write_split(split, _samples(rows), tmp, cfg["max_samples_per_shard"], jpeg_of)
-            rejects += [Reject("shard", s.meta["source"], s.pair_id, "shard_image_failed",
-                               "canonical image could not be re-encoded", paths[s.pair_id]) for s in failed]
-            index_rows += written
+                written = write_split(split, samples, tmp, options, jpeg_of, previous)
+            for s in written.failed:
+                rejects += [Reject("shard", s.meta["source"], pair_id, "shard_image_failed",
+                                   "canonical image could not be re-encoded", s.image_path)
+                            for pair_id, _ in s.captions]
+            index_rows += written.index_rows
+            result.extra[split] = sum(written.sizes.values())
+            result.extra[f"{split}_tars"] = len(written.sizes)
+            result.extra.setdefault("tars_reused", 0)
+            result.extra["tars_reused"] += written.reused
+            if split == "train" and 0 < len(written.sizes) < cfg["min_train_shards"]:
+                log.warning("shard: %d train tar(s) < shard.min_train_shards=%d (dataloader workers x GPUs): "
+                            "open_clip will run fewer workers; lower shard.max_samples_per_shard",
+                            len(written.sizes), cfg["min_train_shards"])
+                result.extra["warning"] = "fewer train tars than workers x GPUs"
         write_table(index_rows, "shard_index", out / "manifest.parquet")
         write_table([r.row() for r in rejects], "rejects", out / "rejects.parquet")
         result.rows_out, result.rejected = len(index_rows), len(rejects)
-        result.extra = {s: sum(r["split"] == s for r in index_rows) for s in SPLITS}
     return result
 
 
-def _samples(rows: pd.DataFrame) -> list[Sample]:
+def _samples(rows: pd.DataFrame, sha: dict[str, str], mode: str) -> list[Sample]:
+    """Samples of one split in key order: one per pair, or one per canonical image (cluster)."""
     meta = rows[META_COLUMNS].astype(object).where(rows[META_COLUMNS].notna(), None).to_dict("records")
-    return [Sample(key=m["pair_id"], pair_id=m["pair_id"], image_id=m["canonical_image_id"],
-                   text=m["truncated_caption"], meta=m) for m in meta]
+    paths = dict(zip(rows["pair_id"], rows["canonical_path"], strict=True))
+    if mode == "pair":
+        return [Sample(key=m["pair_id"], image_id=m["canonical_image_id"], image_path=paths[m["pair_id"]],
+                       image_sha256=sha.get(m["canonical_image_id"], ""),
+                       captions=((m["pair_id"], m["truncated_caption"]),), meta=m) for m in meta]
+    groups: dict[str, list[dict]] = {}
+    for m in sorted(meta, key=lambda m: m["pair_id"]):
+        groups.setdefault(m["canonical_image_id"], []).append(m)
+    return [Sample(key=image_id, image_id=image_id, image_path=paths[group[0]["pair_id"]],
+                   image_sha256=sha.get(image_id, ""),
+                   captions=tuple((m["pair_id"], m["truncated_caption"]) for m in group),
+                   meta={**group[0], "pairs": group})
+            for image_id, group in sorted(groups.items())]
