@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="derm1m", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in STAGES.items():
-        _add_params_args(sub.add_parser(name, help=help_text))
+        stage = sub.add_parser(name, help=help_text)
+        _add_params_args(stage)
+        if name in ("train", "evaluate"):
+            stage.add_argument("--profile", help="training profile (smoke, dermlip-vitb16, dermlip-panderm); "
+                               "same as --set train.profile=NAME")
 
     ann = sub.add_parser("annotate", help="annotate captions: the stage, or any CSV with --input")
     _add_params_args(ann)
@@ -78,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in STAGES:
-            params = load_params(args.params, args.overrides)
+            profile = [f"train.profile={args.profile}"] if getattr(args, "profile", None) else []
+            params = load_params(args.params, args.overrides + profile)
             importlib.import_module(STAGES[args.command][0]).run(params)
         elif args.command == "annotate":
             from pipeline.stages import annotate

@@ -376,3 +376,108 @@ def test_zeroshot_helpers_skip_missing_and_unscorable(trained: Path, shards: Pat
     (tmp_path / "bad.csv").write_text("path,diagnosis\n")
     with pytest.raises(PipelineError, match="image_path"):
         zeroshot_from_csv(tmp_path / "bad.csv", None, model, preprocess, tokenizer, ["{}"], "cpu")
+
+
+# --- linear probe, benchmark CSVs, stage wiring -----------------------------------------------
+
+
+def test_linear_probe_known_answers_and_label_fraction() -> None:
+    from pipeline.training.probe import linear_probe, subsample_per_class
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(3) * 5
+    train_labels = [CLASSES[i % 3] for i in range(60)]
+    train = np.stack([centres[i % 3] + rng.normal(0, 0.3, 3) for i in range(60)])
+    test = np.stack([centres[i % 3] + rng.normal(0, 0.3, 3) for i in range(12)])
+    test_labels = [CLASSES[i % 3] for i in range(12)] + ["acne"]
+    test = np.vstack([test, np.zeros(3)])
+    full = linear_probe(train, train_labels, test, test_labels)
+    assert full["probe_top1"] == 1.0 and full["probe_balanced_acc"] == 1.0
+    assert full["probe_n_train"] == 60 and full["probe_n_test"] == 12 and full["probe_n_excluded"] == 1
+    few = linear_probe(train, train_labels, test, test_labels, label_fraction=0.1)
+    assert few["probe_n_train"] == 6 and few["probe_label_fraction"] == 0.1
+    assert subsample_per_class(["a"] * 5 + ["b"], 0.01) == sorted(subsample_per_class(["a"] * 5 + ["b"], 0.01))
+    assert len(subsample_per_class(["a"] * 5 + ["b"], 0.01)) == 2  # at least one per class
+    one_class = linear_probe(train[:3], ["x", "x", None], test, test_labels)
+    assert one_class["probe_top1"] is None and one_class["probe_n_classes"] == 1
+    with pytest.raises(PipelineError, match="label_fraction"):
+        subsample_per_class(["a"], 0.0)
+
+
+def _split_csv(folder: Path) -> tuple[Path, Path]:
+    """A benchmark CSV with a split column (train/test) and a class-name file."""
+    folder.mkdir()
+    rng = random.Random(2)
+    rows = ["image_path,label,split"]
+    for i in range(16):
+        label = CLASSES[i % 4]
+        (folder / f"{i}.jpg").write_bytes(_jpeg(label, rng))
+        rows.append(f"{i}.jpg,{label},{'test' if i >= 12 else 'train'}")
+    (folder / "b.csv").write_text("\n".join(rows) + "\n")
+    (folder / "names.txt").write_text("\n".join(CLASSES) + "\n")
+    return folder / "b.csv", folder / "names.txt"
+
+
+def test_evaluate_linear_probe_on_a_split_and_a_benchmark(trained: Path, shards: Path, tmp_path: Path) -> None:
+    csv, names = _split_csv(tmp_path / "bench")
+    bench = [{"name": "toy", "csv": str(csv), "classnames": str(names), "linear_probe": True}]
+    metrics = evaluate(trained, "derm1m-tiny", shards / "holdout", DEFAULT_TEMPLATES, "cpu", 8, bench,
+                       probe_dir=shards / "train", probe={"label_fraction": 0.5, "C": 1.0, "seed": 0})
+    json.dumps(metrics, allow_nan=False)
+    assert metrics["holdout/probe_n_train"] == 16 and metrics["holdout/probe_n_test"] == 10
+    assert 0.0 <= metrics["holdout/probe_top1"] <= 1.0 and metrics["holdout/probe_label_fraction"] == 0.5
+    # label_fraction 0.5 of 3 train rows per class: ceil(1.5) = 2 each
+    assert metrics["toy/probe_n_train"] == 8 and metrics["toy/probe_n_test"] == 4
+    assert metrics["toy/zeroshot_n_samples"] == 16 and metrics["toy/n_classes"] == 4
+    no_split = [{"name": "bad", "csv": str(_benchmark_csv(tmp_path / "b2", shards)), "linear_probe": True}]
+    with pytest.raises(PipelineError, match="split"):
+        evaluate(trained, "derm1m-tiny", shards / "holdout", DEFAULT_TEMPLATES, "cpu", 8, no_split)
+    with pytest.raises(PipelineError, match="classnames file"):
+        evaluate(trained, "derm1m-tiny", shards / "holdout", DEFAULT_TEMPLATES, "cpu", 8,
+                 [{"name": "x", "csv": str(csv), "classnames": str(tmp_path / "none.txt")}])
+
+
+def test_ham10000_benchmark_csv_and_zero_shot(shared: Path, trained: Path, shards: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from pipeline.training.benchmark_csv import HAM10000_CLASSES, build_ham10000_csv, main
+
+    out = tmp_path / "ham.csv"
+    n, names = build_ham10000_csv(shared / "corpus/ham10000", out, per_class=3)
+    frame = pd.read_csv(out)
+    assert n == len(frame) == 21 and names == sorted(HAM10000_CLASSES.values())
+    assert set(frame["label"]) == set(names) and set(frame["split"]) <= {"train", "test"}
+    assert (tmp_path / "ham_classnames.txt").read_text().split("\n")[:7] == names
+    meta = pd.read_csv(shared / "corpus/ham10000/HAM10000_metadata.csv")
+    lesion = dict(zip(meta["image_id"], meta["lesion_id"], strict=True))
+    frame["lesion"] = [lesion[Path(p).stem] for p in frame["image_path"]]
+    assert (frame.groupby("lesion")["split"].nunique() == 1).all()  # no lesion on both sides
+    bench = [{"name": "ham10000", "csv": str(out), "classnames": str(tmp_path / "ham_classnames.txt")}]
+    metrics = evaluate(trained, "derm1m-tiny", shards / "holdout", DEFAULT_TEMPLATES, "cpu", 16, bench)
+    assert metrics["ham10000/zeroshot_n_samples"] == 21 and metrics["ham10000/n_classes"] == 7
+    assert 0.0 <= metrics["ham10000/zeroshot_top1"] <= 1.0
+    assert main([str(tmp_path / "absent"), str(tmp_path / "x.csv")]) == 2
+
+
+def test_train_and_evaluate_stage_config_errors(tmp_path: Path) -> None:
+    from pipeline.cli import main
+    from pipeline.stages.evaluate import probe_config
+    from pipeline.stages.train import gpus_for, resolve_profile
+
+    params = {"train": {"out": "models", "profile": "smoke", "device": "tpu", "profiles": {"smoke": SMOKE_PROFILE}}}
+    with pytest.raises(PipelineError, match="train.device"):
+        resolve_profile(params)
+    params["train"]["device"] = "cpu"
+    assert resolve_profile(params) == ("smoke", SMOKE_PROFILE)
+    assert gpus_for(SMOKE_PROFILE) == 1
+    if torch.cuda.device_count() < 64:
+        with pytest.raises(PipelineError, match="64 GPUs"):
+            gpus_for(SMOKE_PROFILE | {"gpus": 64})
+    with pytest.raises(PipelineError, match="label_fraction"):
+        probe_config({"linear_probe": {"train_split": "validation", "label_fraction": 2}})
+    with pytest.raises(PipelineError, match="train_split"):
+        probe_config({"linear_probe": {"train_split": "holdout"}})
+    assert probe_config({"linear_probe": None}) == (None, {"label_fraction": 1.0, "C": 1.0, "seed": 0})
+    # the CLI's --profile selects the profile; PanDerm without local weights is a one-line error
+    assert main(["train", "--profile", "dermlip-panderm"]) == 2
+    assert main(["train", "--profile", "no-such-profile"]) == 2

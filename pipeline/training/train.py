@@ -59,6 +59,9 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "grad_clip_norm": _NUMBER,
     "log_every_n_steps": int,
     "device": str,
+    "gpus": int,
+    "vision_checkpoint": str,
+    "text_encoder": str,
 }
 
 

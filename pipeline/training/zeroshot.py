@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -117,36 +118,49 @@ def _resolve_labels(raw: list[str], classnames: Sequence[str] | None) -> tuple[l
     return names, raw
 
 
-def zeroshot_from_csv(
+@dataclass
+class BenchmarkFeatures:
+    """Image features of a benchmark CSV's readable rows, with their labels and optional split."""
+
+    classnames: list[str]
+    features: torch.Tensor
+    labels: list[str]
+    splits: list[str]
+    counts: dict[str, int]
+    n_excluded: int
+
+
+def encode_benchmark(
     csv_path: Path,
     classnames: Sequence[str] | None,
     model: torch.nn.Module,
     preprocess: Preprocess,
-    tokenizer: Callable,
-    templates: Sequence[str],
     device: str,
     batch_size: int = 64,
-) -> dict[str, float | int | None]:
-    """Zero-shot accuracy on a benchmark CSV with ``image_path,label`` (Derm1M's format).
+) -> BenchmarkFeatures:
+    """Encode the images of a benchmark CSV (``image_path,label`` and optionally ``split``).
 
-    Image paths are relative to the CSV's folder. ``classnames`` None means the CSV's distinct
-    labels; integer labels are read as indices into ``classnames``. Rows whose file is missing
-    (``n_missing``) or cannot be decoded (``n_unreadable``) are skipped and counted, never fatal.
+    Image paths are relative to the CSV's folder (absolute paths are used as they are).
+    ``classnames`` None means the CSV's distinct labels; integer labels are read as indices into
+    ``classnames``. Rows whose file is missing (``n_missing``) or cannot be decoded
+    (``n_unreadable``) are skipped and counted, never fatal; rows whose label is not a class are
+    counted in ``n_excluded``.
     """
     csv_path = Path(csv_path)
     frame = _read_benchmark(csv_path)
     names, labels = _resolve_labels([s.strip() for s in frame["label"]], classnames)
     wanted = set(names)
+    splits = frame["split"].str.strip().str.lower() if "split" in frame.columns else [""] * len(frame)
     rows = [
-        (csv_path.parent / path, label)
-        for path, label in zip(frame["image_path"], labels, strict=True)
+        (csv_path.parent / path, label, split)
+        for path, label, split in zip(frame["image_path"], labels, splits, strict=True)
         if label in wanted
     ]
     counts = {"n_rows": len(frame), "n_missing": 0, "n_unreadable": 0}
-    feats, kept_labels = [], []
+    feats, kept_labels, kept_splits = [], [], []
     for batch in batched(rows, batch_size):
-        images, batch_labels = [], []
-        for path, label in batch:
+        images = []
+        for path, label, split in batch:
             if not path.is_file():
                 counts["n_missing"] += 1
                 continue
@@ -156,14 +170,35 @@ def zeroshot_from_csv(
             except (OSError, UnidentifiedImageError):
                 counts["n_unreadable"] += 1
                 continue
-            batch_labels.append(label)
+            kept_labels.append(label)
+            kept_splits.append(split)
         if images:
             feats.append(encode_images(model, preprocess, images, device, batch_size))
-            kept_labels.extend(batch_labels)
     if counts["n_missing"] or counts["n_unreadable"]:
         log.warning("%s: skipped %d missing and %d unreadable image(s)", csv_path,
                     counts["n_missing"], counts["n_unreadable"])  # fmt: skip
     features = torch.cat(feats) if feats else torch.empty(0, 1)
-    result = zeroshot_metrics(model, tokenizer, features, kept_labels, names, templates, device)
-    result["n_excluded"] = len(frame) - len(rows)  # rows whose label is not a class
-    return {**result, **counts}
+    return BenchmarkFeatures(names, features, kept_labels, kept_splits, counts, len(frame) - len(rows))
+
+
+def zeroshot_from_csv(
+    csv_path: Path,
+    classnames: Sequence[str] | None,
+    model: torch.nn.Module,
+    preprocess: Preprocess,
+    tokenizer: Callable,
+    templates: Sequence[str],
+    device: str,
+    batch_size: int = 64,
+    encoded: BenchmarkFeatures | None = None,
+) -> dict[str, float | int | None]:
+    """Zero-shot accuracy on a benchmark CSV with ``image_path,label`` (Derm1M's format).
+
+    See :func:`encode_benchmark` for paths, labels and the skip counts; ``encoded`` reuses
+    features already computed (the linear probe shares them).
+    """
+    bench = encoded or encode_benchmark(csv_path, classnames, model, preprocess, device, batch_size)
+    result = zeroshot_metrics(model, tokenizer, bench.features, bench.labels, bench.classnames,
+                              templates, device)  # fmt: skip
+    result["n_excluded"] = bench.n_excluded  # rows whose label is not a class
+    return {**result, **bench.counts}
