@@ -3,6 +3,7 @@
     python bench/annotation_agreement.py                 # every section
     python bench/annotation_agreement.py --only conditions dermnet
     python bench/annotation_agreement.py --only throughput --captions 1000000 --workers 2
+    python bench/annotation_agreement.py --only stage --captions 1000000   # full annotate stage
 
 Sections (each prints a table; figures go in issue notes, not in unit tests):
   conditions   disease_label agreement on ../shared/reference/derm1m/dev_rows.csv with Derm1M's
@@ -13,6 +14,13 @@ Sections (each prints a table; figures go in issue notes, not in unit tests):
                of our ontology, listing the misses.
   throughput   captions/s for the condition mapping alone on synthetic captions recombined
                from the dev rows' sentences, one process and a pool of --workers processes.
+  metadata     skin_concept / body_location / symptoms micro and macro F1 and age / gender
+               accuracy against the dev rows (Derm1M's release columns, compared as released).
+  skincap      sanity table on 100 dermatologist-written SkinCAP captions (no gold labels):
+               share with a concept, concepts per caption, the commonest concepts.
+  stage        the real `annotate` stage (ontology + concepts + metadata) on a pairs table of
+               --captions synthetic rows, with 1 worker and with --workers, each in a fresh
+               process: wall time, captions/s and peak resident memory (whole process tree).
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.text.agreement import score  # noqa: E402
+from pipeline.text.agreement import score, score_metadata  # noqa: E402
 from pipeline.text.annotator import Annotator  # noqa: E402
 from pipeline.text.ontology import Ontology, project_ontology  # noqa: E402
 from pipeline.text.vocab import load_concepts  # noqa: E402
@@ -39,7 +47,8 @@ SHARED = REPO.parent / "shared"
 DEV_ROWS = SHARED / "reference/derm1m/dev_rows.csv"
 DERM1M_ONTOLOGY = SHARED / "reference/derm1m/ontology.json"
 DERMNET = SHARED / "corpus/dermnet"
-SECTIONS = ("conditions", "dermnet", "throughput")
+SECTIONS = ("conditions", "dermnet", "throughput", "metadata", "skincap", "stage")
+SKINCAP = SHARED / "reference/skincap/skin_cap_meta_100.csv"
 
 
 def machine() -> str:
@@ -127,6 +136,83 @@ def section_throughput(n: int, workers: int) -> None:
     ])
 
 
+def full_annotator() -> Annotator:
+    return Annotator.from_paths(REPO / "ontology/conditions.yaml", REPO / "ontology/concepts.yaml",
+                                REPO / "ontology/body_sites.yaml", REPO / "ontology/symptoms.yaml")
+
+
+def section_metadata() -> None:
+    rep = score_metadata(full_annotator(), dev_rows())
+    table(f"concepts and metadata vs Derm1M dev rows ({rep.rows} rows)", rep.lines())
+
+
+def section_skincap() -> None:
+    from collections import Counter
+
+    with SKINCAP.open(encoding="utf-8", newline="") as fh:
+        captions = [r[next(k for k in r if k.startswith("caption"))] for r in csv.DictReader(fh)]
+    annotator = full_annotator()
+    found = [annotator(c).concepts for c in captions]
+    counts = Counter(x for f in found for x in f)
+    table(f"SkinCAP sanity ({len(captions)} dermatologist captions, no gold labels)", [
+        ("captions with >= 1 concept", f"{sum(bool(f) for f in found)}/{len(found)}"),
+        ("concepts per caption (mean)", f"{sum(map(len, found)) / len(found):.2f}"),
+        ("commonest", ", ".join(f"{k} {v}" for k, v in counts.most_common(12))),
+    ])
+
+
+def _write_pairs(path: Path, n: int) -> None:
+    from pipeline.tables import TableWriter
+
+    captions = synthetic_captions(n)
+    with TableWriter("pairs", path) as writer:
+        for start in range(0, n, 100_000):
+            writer.write([{"pair_id": f"p{i:09d}", "image_id": f"i{i:09d}", "source": "bench", "source_type": "edu",
+                           "source_record_id": str(i), "caption_index": 0, "caption": captions[i], "context": "",
+                           "licence": "n/a", "source_label": None, "group_key": None}
+                          for i in range(start, min(n, start + 100_000))])
+
+
+_STAGE_SCRIPT = """
+import sys, time, resource, yaml
+sys.path.insert(0, {repo!r})
+from pipeline.stages import annotate
+params = yaml.safe_load(open({params!r}))
+t0 = time.perf_counter()
+annotate.run(params)
+wall = time.perf_counter() - t0
+own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(f"RESULT {{wall}} {{own}} {{kids}}")
+"""
+
+
+def section_stage(n: int, workers: int) -> None:
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    from pipeline.params import load_params, relocate_outputs
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        params = relocate_outputs(load_params(REPO / "params.yaml"), root)
+        params["annotate"]["ontology"] = str(REPO / "ontology/conditions.yaml")
+        _write_pairs(root / "data/ingest/pairs.parquet", n)
+        for w in dict.fromkeys([1, workers]):
+            params["ingest"]["workers"] = w
+            (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+            script = _STAGE_SCRIPT.format(repo=str(REPO), params=str(root / "params.yaml"))
+            out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                                 env={**os.environ, "TQDM_DISABLE": "1"})
+            wall, own, kids = (float(x) for x in out.stdout.split("RESULT")[1].split())
+            rows.append((f"{w} worker(s)", f"{n / wall:,.0f} captions/s ({wall:.1f} s); peak RSS main {own / 1024:.0f} MB, "
+                                           f"largest worker {kids / 1024:.0f} MB"))
+    table(f"full annotate stage, {n:,} pairs streamed in batches (ontology + concepts + metadata)", rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
@@ -143,6 +229,12 @@ def main() -> None:
         section_dermnet()
     if "throughput" in args.only:
         section_throughput(args.captions, args.workers)
+    if "metadata" in args.only:
+        section_metadata()
+    if "skincap" in args.only:
+        section_skincap()
+    if "stage" in args.only:
+        section_stage(args.captions, args.workers)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
@@ -45,3 +46,30 @@ def map_ordered(fn: Callable[[T], R], items: Sequence[T], workers: int | None = 
     chunksize = chunksize or max(1, min(256, n // (workers * 8) or 1))
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(progress(pool.map(fn, items, chunksize=chunksize), n, desc, unit))
+
+
+def imap_ordered(fn: Callable[[T], R], items: Iterable[T], workers: int | None = 1, desc: str = "work",
+                 unit: str = "it", total: int | None = None) -> Iterator[R]:
+    """Like :func:`map_ordered`, but streaming: items are pulled lazily and results yielded in
+    input order as they complete, with at most two items per worker in flight, so a million
+    captions pass through in bounded memory."""
+    workers = resolve_workers(workers)
+    bar = progress(iter(()), total, desc, unit)
+    try:
+        if workers <= 1:
+            for item in items:
+                yield fn(item)
+                bar.update(1)
+            return
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+                    bar.update(1)
+            while pending:
+                yield pending.popleft().result()
+                bar.update(1)
+    finally:
+        bar.close()

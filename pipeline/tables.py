@@ -136,31 +136,99 @@ def write_table(frame: pd.DataFrame | Iterable[dict], schema_name: str, path: st
     if key and table.num_rows:
         table = table.sort_by([(k, "ascending") for k in key])
     with atomic_path(path) as tmp:
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            compression_level=3,
-            use_dictionary=True,
-            write_statistics=True,
-            row_group_size=256_000,
-        )
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, **_PARQUET_OPTIONS)
     return table
+
+
+_PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": True,
+                    "write_statistics": True}
+ROW_GROUP_SIZE = 256_000
+
+
+class TableWriter:
+    """Write a table chunk by chunk, for stages that stream a million rows in bounded memory.
+
+    Same contract as :func:`write_table`: schema-checked, atomic (a temporary file renamed on
+    success), and deterministic. Chunks must arrive sorted by the schema key (they come from a
+    table that is); a key out of order is an error, not a silently unsorted file. Row groups
+    have a fixed size whatever the chunk size, so the bytes do not depend on batching.
+    """
+
+    def __init__(self, schema_name: str, path: str | Path) -> None:
+        self.schema_name = schema_name
+        self.schema = load_schema(schema_name)
+        self.path = Path(path)
+        self.rows = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._last_key: tuple | None = None
+
+    def __enter__(self) -> TableWriter:
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        self._writer = pq.ParquetWriter(self._tmp, self.schema.arrow, **_PARQUET_OPTIONS)
+        return self
+
+    def write(self, frame: pd.DataFrame | Iterable[dict]) -> None:
+        table = to_arrow(frame, self.schema_name)
+        if not table.num_rows:
+            return
+        if self.schema.key:
+            keys = list(zip(*(table.column(k).to_pylist() for k in self.schema.key), strict=True))
+            previous = [self._last_key] if self._last_key is not None else []
+            ordered = previous + keys
+            if any(a > b for a, b in zip(ordered, ordered[1:], strict=False)):
+                raise PipelineError(f"table {self.schema_name}: rows reached the writer out of key order "
+                                    f"{self.schema.key}; stream from a sorted input")
+            self._last_key = keys[-1]
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self._pending_rows >= ROW_GROUP_SIZE:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        full = table.num_rows if final else table.num_rows - table.num_rows % ROW_GROUP_SIZE
+        for start in range(0, full, ROW_GROUP_SIZE):
+            self._writer.write_table(table.slice(start, min(ROW_GROUP_SIZE, full - start)))
+        rest = table.slice(full)
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self._flush(final=True)
+            self._writer.close()
+        finally:
+            if exc_type is None:
+                self._atomic.__exit__(None, None, None)
+            else:
+                self._atomic.__exit__(exc_type, exc, tb)
+
+
+def read_table_schema(schema_name: str, path: str | Path) -> pa.Schema:
+    """Check a table file exists and still matches its schema, without reading its rows."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: missing input table {schema_name}; run the stage that writes it (dvc repro)")
+    schema = pq.read_schema(path)
+    expected = load_schema(schema_name).names
+    if schema.names != expected:
+        raise PipelineError(
+            f"{path}: columns {schema.names} do not match schemas/{schema_name}.yaml {expected}; "
+            "re-run the stage that writes it"
+        )
+    return schema
 
 
 def read_table(schema_name: str, path: str | Path) -> pd.DataFrame:
     """Read a table and check it still matches its schema (a stale file fails loudly)."""
-    path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"{path}: missing input table {schema_name}; run the stage that writes it (dvc repro)")
-    table = pq.read_table(path)
-    expected = load_schema(schema_name).names
-    if table.column_names != expected:
-        raise PipelineError(
-            f"{path}: columns {table.column_names} do not match schemas/{schema_name}.yaml {expected}; "
-            "re-run the stage that writes it"
-        )
-    return table.to_pandas()
+    read_table_schema(schema_name, path)
+    return pq.read_table(path).to_pandas()
 
 
 @contextmanager

@@ -370,13 +370,13 @@ def test_body_sites(annotator: Annotator) -> None:
 
 def test_full_release_and_table_row(annotator: Annotator) -> None:
     """A caption with everything fills all seven release columns and the typed columns."""
-    ann = annotator("A 45-year-old woman with an itchy red plaque of psoriasis on the elbow.")
+    ann = annotator("A 45-year-old woman with an itchy, painful red plaque of psoriasis on the elbow.")
     assert ann.release_row() == {
         "disease_label": "psoriasis",
         "hierarchical_disease_label": "inflammatory, non-infectious, psoriasis",
         "skin_concept": "red, plaque",
         "body_location": "elbow",
-        "symptoms": "itch",
+        "symptoms": "tender",      # itch is outside Derm1M's symptom vocabulary: typed column only
         "age": "45",
         "gender": "female",
     }
@@ -384,7 +384,7 @@ def test_full_release_and_table_row(annotator: Annotator) -> None:
     assert row["disease_labels"] == ["psoriasis"]
     assert row["label_source"] == "caption"
     assert row["skin_concepts"] == ["red", "plaque"]
-    assert row["symptom_list"] == ["itch"]
+    assert row["symptom_list"] == ["itch", "tender"]
     assert (row["age_years"], row["sex"], row["skin_type"]) == (45, "female", None)
 
 
@@ -506,3 +506,47 @@ def test_cut_at_word(truncator: CaptionTruncator) -> None:
     k = len(t.text.split())
     assert t.text.split() == words[:k]
     assert truncator.count(t.text) <= 77 < truncator.count(" ".join(words[:k + 1]))
+
+
+def test_artefacts_only_in_dermoscopic_captions(annotator: Annotator) -> None:
+    """Hair, nail, ruler are image artefacts in dermoscopy; elsewhere they are anatomy."""
+    assert "nail" not in annotator("Severe skin and nail involvement with itching.").concepts
+    assert "hair" not in annotator("Red, inflamed hair follicles.").concepts
+    derm = annotator("Dermoscopic image of a nevus with hair and a ruler at the edge.").concepts
+    assert {"hair", "ruler"} <= set(derm)
+
+
+def test_concept_conventions_for_blisters_and_extent(annotator: Annotator) -> None:
+    """A bare 'blisters' is size-ambiguous (vesicle or bulla) and maps to neither; sized ones map."""
+    assert not {"vesicle", "bulla"} & set(annotator("Blisters on the hands.").concepts)
+    assert "vesicle" in annotator("Small blisters on the hands.").concepts
+    assert "bulla" in annotator("Large tense blisters on the thigh.").concepts
+    ann = annotator("Fish-like scales all over the body.")
+    assert "generalized" in ann.concepts and ann.sites == []
+
+
+@pytest.mark.parametrize(("caption", "age", "group"), [
+    ("A 6-month-old infant with scaly patches.", 0, "infant"),
+    ("An 8 year old boy with warts.", 8, "child"),
+    ("A 15-year-old with acne.", 15, "adolescent"),
+    ("A 23-year-old girl with hives.", 23, "adult"),          # the stated age wins over "girl"
+    ("Purpura in an elderly man.", None, "elderly"),
+    ("Blistering in a newborn.", None, "infant"),
+    ("Itching since childhood in a man.", None, None),      # onset, not the patient's age
+    ("A woman in her forties.", 45, "adult"),
+])
+def test_age_and_age_group(annotator: Annotator, caption: str, age: int | None, group: str | None) -> None:
+    row = annotator(caption).table_row()
+    assert (row["age_years"], row["age_group"]) == (age, group)
+
+
+@pytest.mark.parametrize(("caption", "days"), [
+    ("Itchy papules for three weeks.", 21),
+    ("A 2-year history of plaques on the elbows.", 730),
+    ("Abdominal erythema lasting for more than 10 days.", 10),
+    ("A nodule present for about 4 months.", 120),
+    ("A 45-year-old man with psoriasis.", None),
+    ("Treated twice a day.", None),
+])
+def test_duration_in_days(annotator: Annotator, caption: str, days: int | None) -> None:
+    assert annotator(caption).table_row()["duration_days"] == days

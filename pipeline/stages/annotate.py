@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import csv
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
-from pipeline.executor import map_ordered
+from pipeline.executor import imap_ordered, map_ordered
 from pipeline.params import section
 from pipeline.stages import StageResult, Timer
-from pipeline.tables import atomic_path, read_table, write_table
+from pipeline.tables import TableWriter, atomic_path, read_table_schema
 from pipeline.text.annotator import Annotator
 
 RELEASE_COLUMNS = ["disease_label", "hierarchical_disease_label", "skin_concept", "body_location",
@@ -67,25 +69,53 @@ def _vocab_paths(params: dict | None, ontology: str | None) -> tuple[str, str, s
             pick("symptoms", DEFAULT_VOCAB["symptoms"]))
 
 
+PAIR_COLUMNS = ["pair_id", "caption", "context", "source_label"]
+
+
+def _pair_batches(path: Path, batch_size: int) -> Iterator[tuple[list[str], list[tuple[str, str, str]]]]:
+    """(pair ids, (caption, context, source_label) items) per batch, read lazily from parquet."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=PAIR_COLUMNS):
+        cols = batch.to_pydict()
+        labels = [x if isinstance(x, str) else "" for x in cols["source_label"]]
+        contexts = [x if isinstance(x, str) else "" for x in cols["context"]]
+        yield cols["pair_id"], list(zip(cols["caption"], contexts, labels, strict=True))
+
+
+def _annotate_ids_batch(batch: tuple[list[str], list[tuple[str, str, str]]], paths: tuple[str, str, str, str]) -> list[dict]:
+    ids, items = batch
+    return [{"pair_id": pid, **row} for pid, row in zip(ids, _annotate_batch(items, paths), strict=True)]
+
+
 def run(params: dict) -> StageResult:
+    """Stream the pairs through the annotator in batches, in pair order, into annotations.parquet.
+
+    Memory stays bounded (a few batches in flight, one row group buffered) however many pairs
+    there are; the output is the same for any batch size or worker count.
+    """
     cfg = section(params, "annotate", {"out": str, "ontology": str, "concepts": str, "body_sites": str,
                                        "symptoms": str, "batch_size": int})
     workers = section(params, "ingest", {"workers": int})["workers"]
     ingest_out = Path(section(params, "ingest", {"out": str})["out"])
     with Timer(StageResult("annotate")) as result:
-        pairs = read_table("pairs", ingest_out / "pairs.parquet")
+        pairs_path = ingest_out / "pairs.parquet"
+        read_table_schema("pairs", pairs_path)
         paths = (cfg["ontology"], cfg["concepts"], cfg["body_sites"], cfg["symptoms"])
         for p in paths:
             if not Path(p).exists():
                 raise PipelineError(f"annotate: {p} not found; run `dvc repro` (or `derm1m ontology build`)")
-        rows = annotate_texts(pairs["caption"].tolist(), pairs["context"].tolist(), paths, workers, cfg["batch_size"],
-                              pairs["source_label"].tolist())
-        frame = pd.DataFrame(rows)
-        frame.insert(0, "pair_id", pairs["pair_id"].to_numpy())
-        write_table(frame, "annotations", Path(cfg["out"]) / "annotations.parquet")
-        result.rows_in = result.rows_out = len(frame)
-        result.extra = {"with diagnosis": int((frame["label_source"] != "none").sum()),
-                        "from source labels": int((frame["label_source"] == "source_label").sum())}
+        n_pairs = pq.ParquetFile(pairs_path).metadata.num_rows
+        batch_size = max(1, cfg["batch_size"])
+        fn = functools.partial(_annotate_ids_batch, paths=paths)
+        with_dx = from_source = 0
+        with TableWriter("annotations", Path(cfg["out"]) / "annotations.parquet") as writer:
+            for rows in imap_ordered(fn, _pair_batches(pairs_path, batch_size), workers, "annotate", "batch",
+                                     total=-(-n_pairs // batch_size)):
+                writer.write(rows)
+                with_dx += sum(r["label_source"] != "none" for r in rows)
+                from_source += sum(r["label_source"] == "source_label" for r in rows)
+        result.rows_in = n_pairs
+        result.rows_out = writer.rows
+        result.extra = {"with diagnosis": with_dx, "from source labels": from_source}
     return result
 
 

@@ -13,7 +13,14 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pipeline.text.annotator import NO_DIAGNOSIS, Annotator, condition_variants
+from pipeline.text.annotator import (
+    NO_CONCEPTS,
+    NO_DIAGNOSIS,
+    NO_LOCATION,
+    NO_SYMPTOMS,
+    Annotator,
+    condition_variants,
+)
 from pipeline.text.ontology import Ontology
 
 
@@ -113,4 +120,74 @@ def score(annotator: Annotator, rows: Iterable[tuple[str, str]]) -> AgreementRep
             for level in range(1, max(onto.level(x) for x in gold) + 1):
                 rep.level_total[level] += 1
                 rep.level_agree[level] += level_sets(onto, ours, level) == level_sets(onto, gold, level)
+    return rep
+
+
+# -- concepts and metadata ---------------------------------------------------------------------
+
+SET_COLUMNS = {"skin_concept": NO_CONCEPTS, "body_location": NO_LOCATION, "symptoms": NO_SYMPTOMS}
+VALUE_COLUMNS = ("age", "gender")
+
+
+def release_set(text: str, none_marker: str) -> frozenset[str]:
+    """A comma-joined release cell as a set; the "No ... information" marker is the empty set."""
+    text = (text or "").strip()
+    if not text or text == none_marker:
+        return frozenset()
+    return frozenset(p.strip().lower() for p in text.split(",") if p.strip())
+
+
+@dataclass
+class SetScore:
+    """Micro scores pool every (row, label) decision; macro-F1 averages per-label F1 over the
+    labels that occur in the gold column (a label we never output scores 0)."""
+
+    tp: Counter = field(default_factory=Counter)
+    fp: Counter = field(default_factory=Counter)
+    fn: Counter = field(default_factory=Counter)
+
+    def add(self, gold: frozenset[str], ours: frozenset[str]) -> None:
+        self.tp.update(gold & ours)
+        self.fp.update(ours - gold)
+        self.fn.update(gold - ours)
+
+    @staticmethod
+    def f1(tp: int, fp: int, fn: int) -> float:
+        return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+
+    def micro(self) -> tuple[float, float, float]:
+        tp, fp, fn = sum(self.tp.values()), sum(self.fp.values()), sum(self.fn.values())
+        return AgreementReport.share(tp, tp + fp), AgreementReport.share(tp, tp + fn), self.f1(tp, fp, fn)
+
+    def macro(self) -> float:
+        labels = set(self.tp) | set(self.fn)
+        return sum(self.f1(self.tp[x], self.fp[x], self.fn[x]) for x in labels) / len(labels) if labels else float("nan")
+
+
+@dataclass
+class MetadataReport:
+    rows: int = 0
+    sets: dict[str, SetScore] = field(default_factory=lambda: {c: SetScore() for c in SET_COLUMNS})
+    correct: Counter = field(default_factory=Counter)
+
+    def lines(self) -> list[tuple[str, str]]:
+        out = []
+        for col, s in self.sets.items():
+            p, r, f = s.micro()
+            out.append((col, f"micro P {p:.3f}  R {r:.3f}  F1 {f:.3f}   macro-F1 {s.macro():.3f}"))
+        for col in VALUE_COLUMNS:
+            out.append((col, f"accuracy {self.correct[col]}/{self.rows} = {AgreementReport.share(self.correct[col], self.rows):.3f}"))
+        return out
+
+
+def score_metadata(annotator: Annotator, rows: Iterable[dict[str, str]]) -> MetadataReport:
+    """Release columns of ours vs the gold row's (Derm1M dev rows: every column as released)."""
+    rep = MetadataReport()
+    for row in rows:
+        ours = annotator(row["caption"]).release_row()
+        rep.rows += 1
+        for col, marker in SET_COLUMNS.items():
+            rep.sets[col].add(release_set(row[col], marker), release_set(ours[col], marker))
+        for col in VALUE_COLUMNS:
+            rep.correct[col] += ours[col].strip().lower() == row[col].strip().lower()
     return rep

@@ -15,12 +15,19 @@ from pathlib import Path
 from spacy.tokens import Doc
 
 from pipeline.text.crosswalk import Crosswalk, build_crosswalk, lent_terms
-from pipeline.text.demographics import extract_age, extract_sex, extract_skin_type
+from pipeline.text.demographics import (
+    age_group,
+    extract_age,
+    extract_duration_days,
+    extract_sex,
+    extract_skin_type,
+)
 from pipeline.text.matching import Mention, VocabularyMatcher
 from pipeline.text.ontology import Ontology, fold_term, is_grouping_word, project_ontology
 from pipeline.text.vocab import Entry, load_body_sites, load_concepts, load_symptoms
 
 NO_DIAGNOSIS = "no definitive diagnosis"
+DERMOSCOPY = re.compile(r"dermo?s?cop|dermatoscop|epiluminescence", re.IGNORECASE)
 NO_CONCEPTS = "No visual concepts"
 NO_LOCATION = "No body location information"
 NO_SYMPTOMS = "No symptom information"
@@ -98,9 +105,12 @@ class Annotation:
     concepts: list[str]
     sites: list[str]
     symptoms: list[str]
+    released_symptoms: list[str]     # the symptoms in Derm1M's vocabulary (the release column)
     age: int | None
     sex: str | None
     skin_type: int | None
+    age_group: str | None = None
+    duration_days: int | None = None
 
     def release_row(self) -> dict[str, str]:
         """The seven columns in Derm1M's release conventions."""
@@ -109,7 +119,7 @@ class Annotation:
             "hierarchical_disease_label": ", ".join(self.hierarchical),
             "skin_concept": ", ".join(self.concepts) or NO_CONCEPTS,
             "body_location": ", ".join(self.sites) or NO_LOCATION,
-            "symptoms": ", ".join(self.symptoms) or NO_SYMPTOMS,
+            "symptoms": ", ".join(self.released_symptoms) or NO_SYMPTOMS,
             "age": str(self.age) if self.age is not None else NO_AGE,
             "gender": self.sex or NO_GENDER,
         }
@@ -121,7 +131,8 @@ class Annotation:
             "negated_labels": self.negated_labels, "other_labels": self.other_labels,
             "label_source": self.label_source,
             "skin_concepts": self.concepts, "body_locations": self.sites, "symptom_list": self.symptoms,
-            "age_years": self.age, "sex": self.sex, "skin_type": self.skin_type,
+            "age_years": self.age, "age_group": self.age_group, "sex": self.sex, "skin_type": self.skin_type,
+            "duration_days": self.duration_days,
         })
         return row
 
@@ -222,6 +233,10 @@ class Annotator:
         for kind, entries in (("concept", concepts), ("site", sites), ("symptom", symptoms)):
             for e in [] if conditions_only else entries:
                 self.matcher.add(kind, e.name, list(e.phrases))
+        # Image artefacts (hair, nail, ruler, gel) are objects in dermoscopic photographs; in
+        # other captions the same words are anatomy ("nail involvement", "hair loss").
+        self.artefacts = {e.name for e in concepts if e.group == "artefact"}
+        self.unreleased_symptoms = {e.name for e in symptoms if not e.release}
         self.negated_name = {("symptom", e.name): e.negated_name for e in symptoms if e.negated_name}
         self.negated_name.update({("concept", e.name): e.negated_name for e in concepts if e.negated_name})
         # Findings: the descriptive group, and nodes named by a clinical concept
@@ -327,9 +342,13 @@ class Annotator:
         labels, differential, negated, source = dx.labels, dx.differential, dx.negated, dx.source
         name = self.ontology.name
         hierarchical = list(dict.fromkeys(name(x) for label in labels for x in self.ontology.path(label)))
+        age = extract_age(caption)
         found: dict[str, list[str]] = {"concept": [], "site": [], "symptom": []}
+        dermoscopic = DERMOSCOPY.search(caption) is not None
         for m in mentions:
             if m.kind in ("condition", "sign"):
+                continue
+            if m.kind == "concept" and m.label in self.artefacts and not dermoscopic:
                 continue
             label = m.label
             if m.status == "negated":
@@ -343,5 +362,7 @@ class Annotator:
             label_source=source, hierarchical=hierarchical,
             concepts=list(dict.fromkeys(found["concept"])), sites=list(dict.fromkeys(found["site"])),
             symptoms=list(dict.fromkeys(found["symptom"])),
-            age=extract_age(caption), sex=extract_sex(caption), skin_type=extract_skin_type(caption),
+            released_symptoms=[x for x in dict.fromkeys(found["symptom"]) if x not in self.unreleased_symptoms],
+            age=age, sex=extract_sex(caption), skin_type=extract_skin_type(caption),
+            age_group=age_group(caption, age), duration_days=extract_duration_days(caption),
         )

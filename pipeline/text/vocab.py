@@ -19,6 +19,7 @@ class Entry:
     group: str = ""
     parent: str | None = None
     negated_name: str | None = None
+    release: bool = True        # reported in the Derm1M-convention release column
 
 
 def _read(path: str | Path, key: str) -> list[dict]:
@@ -34,7 +35,8 @@ def _read(path: str | Path, key: str) -> list[dict]:
 def _entry(item: dict, **kw: object) -> Entry:
     name = str(item["name"]).strip()
     phrases = tuple(dict.fromkeys([name.lower(), *[str(s).strip().lower() for s in item.get("synonyms") or []]]))
-    return Entry(name=name, phrases=phrases, negated_name=item.get("negated_name"), **kw)
+    return Entry(name=name, phrases=phrases, negated_name=item.get("negated_name"), release=bool(item.get("release", True)),
+                 **kw)
 
 
 def load_concepts(path: str | Path) -> list[Entry]:
