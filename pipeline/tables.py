@@ -99,7 +99,10 @@ def to_arrow(frame: pd.DataFrame | Iterable[dict], schema_name: str) -> pa.Table
     """Validate and convert rows to an Arrow table with exactly the declared columns and types."""
     schema = load_schema(schema_name)
     if not isinstance(frame, pd.DataFrame):
-        frame = pd.DataFrame(list(frame), columns=schema.names)
+        # Rows as dicts: a key the schema lacks is ignored and a missing one is null, as a
+        # DataFrame built with the schema's columns would give (without building one).
+        rows = list(frame)
+        return _arrow_from_columns({n: [r.get(n) for r in rows] for n in schema.names}, schema, schema_name)
     missing = [n for n in schema.names if n not in frame.columns]
     extra = [n for n in frame.columns if n not in schema.names]
     if missing or extra:
@@ -107,10 +110,20 @@ def to_arrow(frame: pd.DataFrame | Iterable[dict], schema_name: str) -> pa.Table
             f"table {schema_name}: columns differ from schemas/{schema_name}.yaml "
             f"(missing {missing}, unexpected {extra}); update the schema or the stage"
         )
+    return _arrow_from_columns({c.name: frame[c.name].tolist() for c in schema.columns}, schema, schema_name)
+
+
+def _arrow_from_columns(columns: dict[str, list], schema: TableSchema, schema_name: str) -> pa.Table:
+    missing = [n for n in schema.names if n not in columns]
+    extra = [n for n in columns if n not in schema.names]
+    if missing or extra:
+        raise PipelineError(
+            f"table {schema_name}: columns differ from schemas/{schema_name}.yaml "
+            f"(missing {missing}, unexpected {extra}); update the schema or the stage"
+        )
     arrays = []
     for col in schema.columns:
-        values = frame[col.name]
-        pylist = [None if _is_missing(v) else v for v in values.tolist()]
+        pylist = [None if _is_missing(v) else v for v in columns[col.name]]
         try:
             arr = pa.array(pylist, type=_TYPES[col.type])
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
