@@ -550,3 +550,10 @@ def test_age_and_age_group(annotator: Annotator, caption: str, age: int | None, 
 ])
 def test_duration_in_days(annotator: Annotator, caption: str, days: int | None) -> None:
     assert annotator(caption).table_row()["duration_days"] == days
+
+
+def test_non_prefix_negates_only_its_word(annotator: Annotator) -> None:
+    """'non-scaly' negates scale; 'non-healing ulcer' still has an ulcer; 'non-tender' is its own symptom."""
+    assert "scaly" not in annotator("Non-scaly lesions with an intense erythema.").concepts
+    assert "ulcer" in annotator("A non-healing ulcer on the leg.").concepts
+    assert annotator("Non-tender nodules on the arm.").symptoms == ["nontender"]

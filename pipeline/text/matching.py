@@ -86,6 +86,8 @@ def mention_status(doc: Doc, start: int, end: int) -> str:
                 after.append(word)
             break
         after.append(word)
+    if before[-2:] == ["non", "-"] or before[-1:] == ["non"]:
+        return "negated"   # "non-scaly", "non itchy": the prefix negates only the word it is glued to
     if _has_cue(before, PRE_NEGATION) or _has_cue(after, POST_NEGATION):
         return "negated"
     if _has_cue(before, PRE_DIFFERENTIAL) or _has_cue(after, POST_DIFFERENTIAL):
