@@ -557,3 +557,8 @@ def test_non_prefix_negates_only_its_word(annotator: Annotator) -> None:
     assert "scaly" not in annotator("Non-scaly lesions with an intense erythema.").concepts
     assert "ulcer" in annotator("A non-healing ulcer on the leg.").concepts
     assert annotator("Non-tender nodules on the arm.").symptoms == ["nontender"]
+
+
+def test_compound_concept_phrases_carry_each_concept(annotator: Annotator) -> None:
+    """'white patches' is a colour and a morphology; the longest match does not swallow 'patch'."""
+    assert {"white(hypopigmentation)", "patch"} <= set(annotator("Small white patches on the back.").concepts)

@@ -209,7 +209,7 @@ class Annotator:
     def __init__(self, ontology: Ontology, concepts: list[Entry], sites: list[Entry], symptoms: list[Entry],
                  reference: Ontology | None = None, conditions_only: bool = False) -> None:
         self.ontology = ontology
-        self.matcher = VocabularyMatcher(overlap_groups={"sign": "condition"})
+        self.matcher = VocabularyMatcher(overlap_groups={"sign": "condition"}, nested={"concept"})
         terms = list(ontology.terms())
         walk = None
         if reference is not None and not set(reference.nodes) <= set(ontology.nodes):

@@ -98,7 +98,7 @@ def mention_status(doc: Doc, start: int, end: int) -> str:
 class VocabularyMatcher:
     """PhraseMatchers for several vocabularies over one shared tokenisation."""
 
-    def __init__(self, overlap_groups: dict[str, str] | None = None) -> None:
+    def __init__(self, overlap_groups: dict[str, str] | None = None, nested: set[str] | None = None) -> None:
         self.nlp = blank_nlp()
         self.lower = PhraseMatcher(self.nlp.vocab, attr="LOWER")
         self.exact = PhraseMatcher(self.nlp.vocab, attr="ORTH")
@@ -106,6 +106,8 @@ class VocabularyMatcher:
         # Kinds whose overlapping matches compete (longest wins), e.g. {"sign": "condition"}:
         # "allergic reaction to an irritant" (a sign) beats the condition "allergic reaction".
         self.groups = overlap_groups or {}
+        # Kinds whose nested matches are kept when they carry a different label.
+        self.nested = nested or set()
 
     def add(self, kind: str, label: str, phrases: list[str], case_sensitive: bool = False) -> None:
         key = f"{kind}\x1f{label}"
@@ -122,8 +124,15 @@ class VocabularyMatcher:
                 kind = self.labels[key][0]
                 spans.setdefault(self.groups.get(kind, kind), []).append(Span(doc, start, end, label=key))
         mentions = []
-        for found in spans.values():
-            for span in sorted(filter_spans(found), key=lambda s: s.start):
+        for group, found in spans.items():
+            kept = filter_spans(found)
+            if group in self.nested:
+                # Compound phrases carry each concept they contain: "white patches" is
+                # white(hypopigmentation) and patch. Keep a nested match with another label.
+                outer = {(s.start, s.end): s.label_ for s in kept}
+                kept += [s for s in found if (s.start, s.end) not in outer and s.label_ not in
+                         {lab for (a, b), lab in outer.items() if a <= s.start and s.end <= b}]
+            for span in sorted(kept, key=lambda s: s.start):
                 kind, label = self.labels[span.label_]
                 mentions.append(Mention(kind, label, span.start, span.end, mention_status(doc, span.start, span.end)))
         mentions.sort(key=lambda m: (m.start, m.kind))
