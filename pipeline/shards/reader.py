@@ -9,11 +9,13 @@ of the same image each epoch, deterministically from (key, epoch, seed).
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from collections.abc import Callable, Sequence
 
 import torch
 import webdataset as wds
+from PIL import Image
 
 _TXT = re.compile(r"^txt(?:\.(\d+))?$")
 
@@ -37,19 +39,24 @@ def pick_caption(sample: dict, epoch: int, seed: int = 0) -> dict:
     return {**sample, "txt": sample[chosen]}
 
 
+def decode_rgb(data: bytes) -> Image.Image:
+    """An RGB PIL image from JPEG bytes (the same decode a folder loader does from a file)."""
+    with Image.open(io.BytesIO(data)) as im:
+        return im.convert("RGB")
+
+
 def training_loader(urls: str | Sequence[str], transform: Callable, batch_size: int, workers: int,
                     epoch: int = 0, shuffle: int = 0) -> torch.utils.data.DataLoader:
     """A DataLoader of ``(image tensor, caption)`` batches from WebDataset tars.
 
-    Shards are split across workers (each worker needs at least one tar), images decoded to RGB
-    PIL and passed through ``transform`` (e.g. open_clip's train transform: random resized crop
+    Shards are split across workers (each worker needs at least one tar); only ``jpg`` and
+    ``txt`` are decoded, the image to RGB PIL and then passed through ``transform`` (e.g. open_clip's train transform: random resized crop
     to 224x224, normalise).
     """
     dataset = (wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node)
                .map(lambda s: pick_caption(s, epoch))
-               .decode("pilrgb")
-               .to_tuple("jpg", "txt")
-               .map_tuple(transform, lambda t: t))
+               .to_tuple("jpg", "txt")  # before decoding: the json member is never parsed
+               .map_tuple(lambda jpg: transform(decode_rgb(jpg)), lambda txt: txt.decode("utf-8")))
     if shuffle:
         dataset = dataset.shuffle(shuffle)
     return torch.utils.data.DataLoader(dataset.batched(batch_size), batch_size=None, num_workers=workers,
