@@ -481,3 +481,12 @@ def test_train_and_evaluate_stage_config_errors(tmp_path: Path) -> None:
     # the CLI's --profile selects the profile; PanDerm without local weights is a one-line error
     assert main(["train", "--profile", "dermlip-panderm"]) == 2
     assert main(["train", "--profile", "no-such-profile"]) == 2
+
+
+def test_explicit_train_num_samples_bounds_by_steps(shards: Path, tmp_path: Path) -> None:
+    """``train_num_samples`` beyond the shards' count is passed as is (open_clip cycles the data)."""
+    pattern, n = shard_pattern(shards / "train")
+    argv = build_train_args(pattern, n, SMOKE_PROFILE | {"train_num_samples": 1000}, tmp_path, "x")
+    assert argv[argv.index("--train-num-samples") + 1] == "1000"
+    with pytest.raises(PipelineError, match="train_num_samples must be int"):
+        build_train_args(pattern, n, SMOKE_PROFILE | {"train_num_samples": "many"}, tmp_path, "x")

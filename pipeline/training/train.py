@@ -53,6 +53,7 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "max_train_samples": int,
+    "train_num_samples": int,
     "beta1": _NUMBER,
     "beta2": _NUMBER,
     "eps": _NUMBER,
@@ -139,8 +140,9 @@ def build_train_args(
 ) -> list[str]:
     """Return the argv for ``open_clip_train.main.main``: webdataset input, no pretrained weights.
 
-    ``--train-num-samples`` is always explicit (``min(num_samples, max_train_samples)``) so a
-    smoke run is bounded and epochs never depend on open_clip re-reading ``sizes.json``.
+    ``--train-num-samples`` is always explicit (``min(num_samples, max_train_samples)``, or the
+    profile's ``train_num_samples``) so a smoke run is bounded and epochs never depend on
+    open_clip re-reading ``sizes.json``.
     ImageNet zero-shot is off (no ``--imagenet-val``, ``--zeroshot-frequency 0``). ``workers``
     is capped at ``shards // world_size`` because the trainer asserts it.
     """
@@ -160,6 +162,10 @@ def build_train_args(
         )
     max_samples = profile.get("max_train_samples")
     train_samples = min(num_samples, max_samples) if max_samples else num_samples
+    if profile.get("train_num_samples"):
+        # An explicit epoch length: beyond the shards' count open_clip cycles through them again,
+        # which bounds a throughput check by steps instead of by the size of the corpus.
+        train_samples = profile["train_num_samples"]
     argv = [
         "--dataset-type", "webdataset",
         "--train-data", train_pattern,
