@@ -70,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     chk = onto_sub.add_parser("check", help="check the ontology for cycles, orphans, clashing synonyms")
     chk.add_argument("--ontology", default=None)
 
+    fd = sub.add_parser("find-duplicates", help="list duplicate images under folders (--against: benchmark matches)")
+    fd.add_argument("dirs", nargs="+", metavar="DIR", help="folders to scan recursively for images")
+    fd.add_argument("--radius", type=int, default=8, help="max Hamming distance between 64-bit pHashes (default 8)")
+    fd.add_argument("--output", required=True, metavar="OUT.csv", help="CSV to write")
+    fd.add_argument("--against", metavar="BENCH_DIR", help="only images within the radius of an image of BENCH_DIR "
+                    "(a folder, or a CSV with an image_path column)")
+    fd.add_argument("--hash-method", default="fast", choices=["fast", "imagehash"], help="pHash path (default fast)")
+    fd.add_argument("--workers", type=int, default=0, help="hashing processes (default: one per core)")
+
     q = sub.add_parser("query", help="run read-only SQL (DuckDB) over every table")
     q.add_argument("sql", nargs="?", help="SQL to run; omit with --tables")
     q.add_argument("--tables", action="store_true", help="list the tables and their columns")
@@ -99,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.stages import ontology
 
             return ontology.main(args)
+        elif args.command == "find-duplicates":
+            from pipeline.images import find
+
+            return find.main(args)
         elif args.command == "query":
             from pipeline import query
 

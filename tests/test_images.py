@@ -206,17 +206,17 @@ def test_pairs_within_equals_brute_force(planted_hashes: np.ndarray, radius: int
     assert d.max() <= radius
 
 
-def test_pairs_within_large_groups_sliced() -> None:
-    """Slicing a big run of equal block values (max_group) loses no pair and adds none."""
+def test_pairs_within_large_groups_batched() -> None:
+    """Batching candidates (down to one or two pairs at a time) loses no pair and adds none."""
     rng = np.random.default_rng(3)
     u = np.concatenate([np.full(10, 12345, dtype=np.uint64), rng.integers(0, 2**64, 50, dtype=np.uint64),
                         np.full(7, 999 | (1 << 40), dtype=np.uint64)])
     u = np.concatenate([u, u[:5] ^ np.uint64(1 << 3)])
     for radius in (0, 2, 5):
         bi, bj, bd = _brute(u, radius)
-        for max_group in (2, 3, 50_000):
-            i, j, d = pairs_within(u.view(np.int64), radius, max_group=max_group)
-            assert np.array_equal(i, bi) and np.array_equal(j, bj) and np.array_equal(d, bd), (radius, max_group)
+        for batch in (1, 2, 3, 50_000):
+            i, j, d = pairs_within(u.view(np.int64), radius, batch=batch)
+            assert np.array_equal(i, bi) and np.array_equal(j, bj) and np.array_equal(d, bd), (radius, batch)
 
 
 def test_pairs_within_edges() -> None:

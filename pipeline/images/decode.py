@@ -12,6 +12,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -84,8 +85,8 @@ def validate_image_bytes(data: bytes, max_pixels: int, min_side: int = 1) -> Ima
     return ImageInfo(hashlib.sha256(data).hexdigest(), len(data), fmt, mode, width, height, orientation)
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open an already validated image upright (EXIF applied) in RGB, as hashing and shards need."""
+def load_rgb(path: str | Path | IO[bytes]) -> Image.Image:
+    """Open an already validated image (a path or a binary file) upright (EXIF applied) in RGB."""
     with Image.open(path) as img:
         img = ImageOps.exif_transpose(img)
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):

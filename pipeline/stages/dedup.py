@@ -1,8 +1,14 @@
-"""Stage ``dedup``: exact duplicates by SHA-256, near duplicates by pHash radius, then clusters.
+"""Stage ``dedup``: exact duplicates by SHA-256, near duplicates by pHash radius, then clusters;
+and every corpus image within ``decontaminate.radius`` of a benchmark image.
 
 Every image ends in exactly one cluster (singletons too) or in the rejects table. Exact links
 join all files of one SHA-256; near links join distinct contents whose hashes are within
 ``dedup.radius``. All captions of a cluster follow its canonical image downstream.
+
+Benchmark matches are found here, where the hashes are, but acted on by the split stage: only
+training data must be free of benchmark images, and only the split stage knows what is train.
+All hashes of one run (corpus and benchmarks) come from one ``dedup.hash_method``, recorded in
+every table, because hashes of the fast and reference paths differ by a few bits.
 """
 
 from __future__ import annotations
@@ -13,18 +19,54 @@ import numpy as np
 import pandas as pd
 
 from pipeline import ids
-from pipeline.executor import map_ordered
+from pipeline.errors import ConfigError
+from pipeline.images.benchmarks import benchmark_files, parse_benchmarks
 from pipeline.images.clusters import choose_canonical, components
-from pipeline.images.hashing import HASH_METHOD, phash_file, popcount64, to_hex, to_signed
-from pipeline.images.neardup import pairs_within
+from pipeline.images.decode import ImageProblem
+from pipeline.images.hashing import (
+    DEFAULT_METHOD,
+    HASH_METHODS,
+    HashedImage,
+    check_method,
+    hash_paths,
+    popcount64,
+    to_hex,
+    to_signed,
+)
+from pipeline.images.neardup import pairs_between, pairs_within
 from pipeline.params import section
 from pipeline.rejects import Reject
 from pipeline.stages import StageResult, Timer
 from pipeline.tables import read_table, write_table
 
 
-def run(params: dict) -> StageResult:
+def config(params: dict) -> tuple[dict, dict]:
+    """The dedup and decontaminate sections, checked (radius range, known hash method).
+
+    ``dedup.hash_method`` and the ``decontaminate`` section came later than the rest: a params
+    file without them gets the fast path and no benchmark sets, as before they existed.
+    """
     cfg = section(params, "dedup", {"out": str, "radius": int, "workers": int})
+    cfg.setdefault("hash_method", DEFAULT_METHOD)
+    if not isinstance(cfg["hash_method"], str):
+        raise ConfigError(f"params.yaml: dedup.hash_method must be a string, got {cfg['hash_method']!r}")
+    if "decontaminate" in params:
+        deco = section(params, "decontaminate", {"radius": int, "benchmarks": (list, type(None))})
+    else:
+        deco = {"radius": cfg["radius"], "benchmarks": []}
+    for name, radius in (("dedup.radius", cfg["radius"]), ("decontaminate.radius", deco["radius"])):
+        if not 0 <= radius <= 31:
+            raise ConfigError(f"params.yaml: {name} must be between 0 and 31 (64-bit hashes), got {radius}")
+    try:
+        cfg["method_label"] = check_method(cfg["hash_method"])
+    except ValueError as exc:
+        raise ConfigError(f"params.yaml: dedup.hash_method: {exc}") from None
+    deco["sets"] = parse_benchmarks(deco["benchmarks"])
+    return cfg, deco
+
+
+def run(params: dict) -> StageResult:
+    cfg, deco = config(params)
     ingest_out = Path(section(params, "ingest", {"out": str})["out"])
     out = Path(cfg["out"])
     with Timer(StageResult("dedup")) as result:
@@ -32,24 +74,67 @@ def run(params: dict) -> StageResult:
         result.rows_in = len(images)
         # Hash each distinct content once: byte-identical files share their hash.
         by_sha = images.drop_duplicates("sha256").sort_values("sha256")
-        hashed = map_ordered(phash_file, by_sha["path"].tolist(), cfg["workers"], "phash", "img")
-        sha_hash = {s: h for s, h in zip(by_sha["sha256"], hashed, strict=True)}
-        rejects = [Reject("dedup", r.source, r.image_id, "hash_failed", "could not decode for hashing", r.path)
-                   for r in images.itertuples() if sha_hash[r.sha256] is None]
-        images = images[images["sha256"].map(lambda s: sha_hash[s] is not None)].reset_index(drop=True)
-        clusters, edges = cluster_images(images, [sha_hash[s] for s in images["sha256"]], cfg["radius"])
+        hashed = hash_paths(by_sha["path"].tolist(), cfg["hash_method"], cfg["workers"], "phash")
+        sha_hash = {s: h.phash if isinstance(h, HashedImage) else h
+                    for s, h in zip(by_sha["sha256"], hashed, strict=True)}
+        rejects = [Reject("dedup", r.source, r.image_id, "hash_failed",
+                          f"could not decode for hashing ({p.reason}: {p.detail})", r.path)
+                   for r in images.itertuples() if isinstance(p := sha_hash[r.sha256], ImageProblem)]
+        images = images[images["sha256"].map(lambda s: isinstance(sha_hash[s], int))].reset_index(drop=True)
+        hashes = [sha_hash[s] for s in images["sha256"]]
+        clusters, edges = cluster_images(images, hashes, cfg["radius"], cfg["method_label"])
+        matches, bench_rejects, n_bench = match_benchmarks(images, hashes, deco, cfg)
         write_table(clusters, "clusters", out / "clusters.parquet")
         write_table(edges, "duplicate_edges", out / "duplicate_edges.parquet")
-        write_table([r.row() for r in rejects], "rejects", out / "rejects.parquet")
+        write_table(matches, "benchmark_matches", out / "benchmark_matches.parquet")
+        write_table([r.row() for r in rejects + bench_rejects], "rejects", out / "rejects.parquet")
         result.rows_out, result.rejected = len(clusters), len(rejects)
         result.extra = {"clusters": int(clusters["cluster_id"].nunique()) if len(clusters) else 0,
                         "exact links": int((edges["kind"] == "exact").sum()) if len(edges) else 0,
-                        "near links": int((edges["kind"] == "near").sum()) if len(edges) else 0}
+                        "near links": int((edges["kind"] == "near").sum()) if len(edges) else 0,
+                        "benchmark images": n_bench,
+                        "images matching a benchmark": int(matches["image_id"].nunique()) if len(matches) else 0}
     return result
 
 
-def cluster_images(images: pd.DataFrame, hashes: list[int], radius: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cluster images (columns image_id, sha256, width, height, source_rank) given their pHashes."""
+def match_benchmarks(images: pd.DataFrame, hashes: list[int], deco: dict,
+                     cfg: dict) -> tuple[pd.DataFrame, list[Reject], int]:
+    """Every (corpus image, benchmark image) pair within ``decontaminate.radius``.
+
+    Benchmark files that cannot be hashed become dedup rejects (source = the benchmark's name),
+    so a broken benchmark file is visible instead of silently shrinking the check.
+    """
+    rows: list[dict] = []
+    rejects: list[Reject] = []
+    n_bench = 0
+    corpus = to_signed(hashes)
+    for bench in deco["sets"]:
+        files = benchmark_files(bench)
+        hashed = hash_paths(files, cfg["hash_method"], cfg["workers"], f"phash {bench.name}")
+        ok = [(f, h.phash) for f, h in zip(files, hashed, strict=True) if isinstance(h, HashedImage)]
+        rejects += [Reject("dedup", f"benchmark:{bench.name}", f, h.reason, h.detail, f)
+                    for f, h in zip(files, hashed, strict=True) if isinstance(h, ImageProblem)]
+        n_bench += len(ok)
+        if not ok or not len(corpus):
+            continue
+        qi, bi, dist = pairs_between(corpus, to_signed([h for _, h in ok]), deco["radius"])
+        image_ids = images["image_id"].to_numpy()
+        rows += [{"image_id": image_ids[q], "benchmark": bench.name, "benchmark_path": ok[b][0],
+                  "distance": int(d), "hash_method": cfg["method_label"]}
+                 for q, b, d in zip(qi.tolist(), bi.tolist(), dist.tolist(), strict=True)]
+    frame = pd.DataFrame(rows, columns=["image_id", "benchmark", "benchmark_path", "distance", "hash_method"])
+    return frame.astype({"distance": np.int8}), rejects, n_bench
+
+
+def cluster_images(images: pd.DataFrame, hashes: list[int], radius: int,
+                   method_label: str = HASH_METHODS[DEFAULT_METHOD]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cluster images (columns image_id, sha256, width, height, source_rank) given their pHashes.
+
+    Union-find over exact links (same SHA-256) and near links (pHash within ``radius``) as
+    connected components; the canonical image is the highest resolution, then the earliest
+    source, then the smallest id. Returns the clusters table and the edge list (every link
+    found, with its Hamming distance, for audit).
+    """
     n = len(images)
     h = to_signed(hashes)
     # Exact links: every file to the first file of its SHA-256 group.
@@ -76,7 +161,7 @@ def cluster_images(images: pd.DataFrame, hashes: list[int], radius: int) -> tupl
         "distance_to_canonical": dist,
         "cluster_size": size.astype(np.int32),
         "phash": [to_hex(x) for x in hashes],
-        "hash_method": HASH_METHOD,
+        "hash_method": method_label,
     })
     a = np.r_[ex_i, ni]
     b = np.r_[ex_j, nj]
@@ -88,3 +173,4 @@ def cluster_images(images: pd.DataFrame, hashes: list[int], radius: int) -> tupl
         "distance": np.r_[np.zeros(len(ex_i), dtype=np.int8), nd].astype(np.int8),
     })
     return clusters, edges
+

@@ -35,6 +35,9 @@ def collect_metrics(con: duckdb.DuckDBPyConnection) -> dict:
     m["dedup"]["clusters_with_duplicates"] = _scalar(con, "select count(distinct cluster_id) from clusters where cluster_size > 1")
     m["dedup"]["duplicate_images_exact"] = _scalar(con, "select count(*) from clusters where match_kind = 'exact'")
     m["dedup"]["duplicate_images_near"] = _scalar(con, "select count(*) from clusters where match_kind = 'near'")
+    m["dedup"]["hash_method"] = ",".join(r[0] for r in con.execute(
+        "select distinct hash_method from clusters order by 1").fetchall())
+    m["decontaminate"] = decontamination_metrics(con)
     m["annotate"]["pairs_with_diagnosis"] = _scalar(con, "select count(*) from annotations where label_source <> 'none'")
     m["annotate"]["distinct_conditions"] = _scalar(con, "select count(distinct l) from (select unnest(disease_labels) as l from annotations)")
     m["truncate"]["truncated"] = _scalar(con, "select count(*) from captions where cut <> 'none'")
@@ -43,6 +46,33 @@ def collect_metrics(con: duckdb.DuckDBPyConnection) -> dict:
     m["shard"]["samples"] = _scalar(con, "select count(*) from shard_index")
     m["shard"]["tars"] = _scalar(con, "select count(distinct split || shard) from shard_index")
     return m
+
+
+def decontamination_metrics(con: duckdb.DuckDBPyConnection) -> dict:
+    """What the benchmark check found and removed (zeros when no benchmark set is configured)."""
+    views = {r[0] for r in con.execute("select view_name from duckdb_views()").fetchall()}
+    m: dict = {"benchmark_matches": 0, "images_matching": 0, "images_removed": 0, "pairs_removed": 0,
+               "clusters_removed": 0, "removed_by_benchmark": {}}
+    if "benchmark_matches" in views:
+        m["benchmark_matches"] = _scalar(con, "select count(*) from benchmark_matches")
+        m["images_matching"] = _scalar(con, "select count(distinct image_id) from benchmark_matches")
+    if "decontaminated" in views:
+        m["images_removed"] = _scalar(con, "select count(*) from decontaminated")
+        m["clusters_removed"] = _scalar(con, "select count(distinct cluster_id) from decontaminated")
+        m["pairs_removed"] = _scalar(con, "select count(*) from pairs p join decontaminated d using (image_id)")
+        m["removed_by_benchmark"] = {b: int(n) for b, n in con.execute(
+            "select benchmark, count(*) from decontaminated group by 1 order by 1").fetchall()}
+    return m
+
+
+def register_dedup_views(con: duckdb.DuckDBPyConnection, params: dict) -> None:
+    """Views of the decontamination tables (the shared query views predate them)."""
+    files = {"benchmark_matches": Path(section(params, "dedup", {"out": str})["out"]) / "benchmark_matches.parquet",
+             "decontaminated": Path(section(params, "split", {"out": str})["out"]) / "decontaminated.parquet"}
+    for name, path in files.items():
+        if path.exists():
+            literal = path.as_posix().replace("'", "''")
+            con.execute(f"create or replace view {name} as select * from read_parquet('{literal}')")
 
 
 def _bar(ax, rows: list[tuple], title: str) -> None:
@@ -90,6 +120,7 @@ def run(params: dict) -> StageResult:
     with Timer(StageResult("report")) as result:
         con = duckdb.connect()
         register_views(con, params)
+        register_dedup_views(con, params)
         metrics = collect_metrics(con)
         write_json(metrics, out / "metrics.json")
         hist = con.execute("select n_tokens as tokens, count(*) as pairs from captions group by 1 order by 1").fetchall()

@@ -1,0 +1,105 @@
+"""pHash speed per core: imagehash (the reference path) vs the fast path, on real JPEGs.
+
+    python bench/hash_speed.py [--shared ../shared] [--limit N]
+
+For each folder of ``../shared/corpus`` (HAM10000 200x150, DermNet 640x480, Derm7pt), hashes
+every image in one process (so the rates are per core) with both paths, exactly as the dedup
+stage calls them (read bytes, SHA-256, decode, hash), and prints images/s, the speed-up, and
+the distribution of Hamming distances between the two paths' hashes of the same file. Files
+are read once first so both paths see a warm page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.images.benchmarks import list_images  # noqa: E402
+from pipeline.images.hashing import DRAFT_SIDE, HASH_METHODS, HashedImage, hash_files  # noqa: E402
+
+FOLDERS = {"ham10000": "corpus/ham10000/images", "dermnet": "corpus/dermnet", "derm7pt": "corpus/derm7pt/images"}
+
+
+def timed(paths: list[str], method: str) -> tuple[float, list[int]]:
+    """Seconds to hash ``paths``: 'bare' is imagehash.phash(Image.open(p)) and nothing else."""
+    t0 = time.perf_counter()
+    if method == "bare":
+        values = []
+        for p in paths:
+            with Image.open(p) as img:
+                values.append(int(str(imagehash.phash(img)), 16))
+        return time.perf_counter() - t0, values
+    hashed = hash_files(paths, method)
+    seconds = time.perf_counter() - t0
+    assert all(isinstance(h, HashedImage) for h in hashed), "a real image failed to hash"
+    return seconds, [h.phash for h in hashed]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    ap.add_argument("--limit", type=int, default=0, help="images per folder (0 = all)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed passes per path (the best is kept)")
+    args = ap.parse_args()
+    if not (args.shared / "corpus").exists():
+        sys.exit(f"no {args.shared / 'corpus'}: this benchmark needs the shared reference images")
+    print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}, "
+          f"{platform.processor() or platform.machine()}; one process (rates are per core)")
+    print(f"fast = {HASH_METHODS['fast']} (JPEG draft decode to >= {DRAFT_SIDE} px, batched DCT); "
+          f"reference = {HASH_METHODS['imagehash']}")
+    print("imagehash.phash = imagehash.phash(Image.open(path)) alone; reference path = what dedup ran before "
+          "(EXIF transpose, RGB, imagehash.phash)")
+    print(f"{'folder':<10} {'images':>7} {'imagehash.phash/s':>18} {'reference path/s':>17} {'fast/s':>7} "
+          f"{'vs imagehash.phash':>19} {'vs reference':>13}")
+    totals = {"n": 0, "bare": 0.0, "imagehash": 0.0, "fast": 0.0}
+    distances = []
+    for name, rel in FOLDERS.items():
+        paths = [p.as_posix() for p in list_images(args.shared / rel)]
+        if args.limit:
+            paths = paths[:: max(1, len(paths) // args.limit)][: args.limit]
+        for p in paths:
+            Path(p).read_bytes()
+        secs = {}
+        for method in ("bare", "imagehash", "fast"):   # best of --repeats, interleaved (shared machines)
+            best = None
+            for _ in range(args.repeats):
+                s, values = timed(paths, method)
+                best = s if best is None else min(best, s)
+                if method == "imagehash":
+                    ref = values
+                elif method == "fast":
+                    fast = values
+            secs[method] = best
+        distances.append(np.bitwise_count(np.array(ref, dtype=np.uint64) ^ np.array(fast, dtype=np.uint64)))
+        totals["n"] += len(paths)
+        for m in secs:
+            totals[m] += secs[m]
+        n = len(paths)
+        print(f"{name:<10} {n:>7} {n / secs['bare']:>18.0f} {n / secs['imagehash']:>17.0f} {n / secs['fast']:>7.0f} "
+              f"{secs['bare'] / secs['fast']:>18.1f}x {secs['imagehash'] / secs['fast']:>12.1f}x")
+    n = totals["n"]
+    print(f"{'all':<10} {n:>7} {n / totals['bare']:>18.0f} {n / totals['imagehash']:>17.0f} {n / totals['fast']:>7.0f} "
+          f"{totals['bare'] / totals['fast']:>18.1f}x {totals['imagehash'] / totals['fast']:>12.1f}x")
+    d = np.concatenate(distances)
+    print(f"\nHamming distance between the two paths' hashes of the same file ({len(d)} files): "
+          f"mean {d.mean():.2f}, median {np.median(d):.0f}, p95 {np.percentile(d, 95):.0f}, "
+          f"p99 {np.percentile(d, 99):.0f}, max {d.max()}")
+    counts = np.bincount(d)
+    print("distance  " + " ".join(f"{k:>6}" for k in range(len(counts))))
+    print("files     " + " ".join(f"{c:>6}" for c in counts))
+    print("share     " + " ".join(f"{c / len(d):>6.3f}" for c in counts))
+
+
+if __name__ == "__main__":
+    main()
