@@ -194,7 +194,7 @@ def test_build_train_args_smoke_argv(shards: Path, tmp_path: Path) -> None:
     assert args.pretrained == "" and args.imagenet_val is None and args.report_to == ""
 
 
-def test_profile_checks(tmp_path: Path) -> None:
+def test_profile_checks(shards: Path, tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="precision"):
         check_profile_inputs(SMOKE_PROFILE | {"precision": "fp64"})
     with pytest.raises(PipelineError, match="missing key 'lr'"):
@@ -210,8 +210,8 @@ def test_profile_checks(tmp_path: Path) -> None:
         check_profile_inputs(panderm)
     (tmp_path / "pubmedbert").mkdir()
     check_profile_inputs(panderm)
-    with pytest.raises(PipelineError, match="not implemented yet"):
-        run_training(tmp_path, panderm, tmp_path / "logs", "panderm")
+    with pytest.raises(PipelineError, match="cannot build the text encoder"):  # tests/test_panderm.py trains one
+        run_training(shards / "train", panderm | {"model": "dermlip-panderm"}, tmp_path / "logs", "panderm")
 
 
 def test_multi_process_on_cpu_is_refused(shards: Path, tmp_path: Path) -> None:

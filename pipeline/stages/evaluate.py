@@ -16,7 +16,8 @@ from pipeline.stages import StageResult, Timer
 from pipeline.stages.train import resolve_profile
 from pipeline.tables import write_json
 from pipeline.training.evaluate import evaluate
-from pipeline.training.train import checkpoint_path
+from pipeline.training.panderm import register_config
+from pipeline.training.train import checkpoint_path, is_panderm_profile
 
 
 def probe_config(cfg: dict) -> tuple[str | None, dict]:
@@ -44,6 +45,8 @@ def run(params: dict) -> StageResult:
     if not isinstance(benchmarks, list) or not all(isinstance(b, dict) for b in benchmarks):
         raise ConfigError("params.yaml: evaluate.benchmarks must be a list of {name, csv, ...} mappings")
     with Timer(StageResult("evaluate")) as result:
+        if is_panderm_profile(profile):  # its model config is generated, not bundled
+            register_config(profile, models, name)
         metrics = evaluate(checkpoint_path(models, name, profile["epochs"]), profile["model"], shards / "holdout",
                            templates=cfg["templates"], device=device, batch_size=cfg["batch_size"],
                            benchmarks=benchmarks, probe_dir=shards / probe_split if probe_split else None,

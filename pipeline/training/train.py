@@ -63,6 +63,11 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "gpus": int,
     "vision_checkpoint": str,
     "text_encoder": str,
+    "vision_model": str,
+    "context_length": int,
+    "embed_dim": int,
+    "image_size": int,
+    "pretrained": str,
 }
 
 
@@ -107,6 +112,10 @@ def check_profile_inputs(profile: dict) -> None:
     instead of after the data stages ran.
     """
     _validate_profile(profile)
+    pretrained = profile.get("pretrained")
+    if pretrained and not Path(pretrained).is_file():
+        raise PipelineError(f"training profile: pretrained {pretrained!r} is not a local file "
+                            "(weights are never downloaded by this pipeline)")
     if not is_panderm_profile(profile):
         return
     for key in PANDERM_KEYS:
@@ -138,7 +147,7 @@ def build_train_args(
     *,
     world_size: int = 1,
 ) -> list[str]:
-    """Return the argv for ``open_clip_train.main.main``: webdataset input, no pretrained weights.
+    """Return the argv for ``open_clip_train.main.main``: webdataset input, no downloaded weights.
 
     ``--train-num-samples`` is always explicit (``min(num_samples, max_train_samples)``, or the
     profile's ``train_num_samples``) so a smoke run is bounded and epochs never depend on
@@ -193,6 +202,8 @@ def build_train_args(
         "--logs", str(logs_dir),
         "--name", name,
     ]  # fmt: skip
+    if profile.get("pretrained"):
+        argv += ["--pretrained", str(profile["pretrained"])]
     for key in ("beta1", "beta2", "eps", "grad_clip_norm"):
         if profile.get(key) is not None:
             argv += [f"--{key.replace('_', '-')}", str(profile[key])]
@@ -250,14 +261,10 @@ def run_training(
     ``python -m torch.distributed.run --standalone -m pipeline.training.launch`` (DDP over
     nccl). Multi-process needs GPUs: open_clip_train hands ``device_ids=[cpu]`` to
     DistributedDataParallel, which rejects it. The previous run folder of the same name is
-    deleted first: DVC owns it, and open_clip refuses to reuse it.
+    deleted first: DVC owns it, and open_clip refuses to reuse it. A PanDerm profile first
+    builds ``<logs>/<name>-init.pt`` (see ``panderm``) and starts from it.
     """
     check_profile_inputs(profile)
-    if is_panderm_profile(profile):
-        raise PipelineError(
-            "training profile dermlip-panderm: inputs found, but PanDerm encoder wiring is not "
-            "implemented yet; use a dermlip-vit-* profile"
-        )
     _check_run_name(name)
     if nproc_per_node < 1:
         raise PipelineError(f"nproc_per_node must be >= 1, got {nproc_per_node}")
@@ -280,6 +287,11 @@ def run_training(
         log.info("removing previous run %s (open_clip will not reuse it)", run_dir)
         shutil.rmtree(run_dir)
     logs_dir.mkdir(parents=True, exist_ok=True)
+    if is_panderm_profile(profile):
+        from pipeline.training.panderm import build_initial_checkpoint
+
+        init = build_initial_checkpoint(profile, logs_dir, name)
+        argv += ["--pretrained", str(init)]
     if use_torchrun or (use_torchrun is None and nproc_per_node > 1):
         _run_torchrun(argv, nproc_per_node)
     else:
