@@ -246,3 +246,28 @@ def test_stage_cluster_mode_accounts_for_every_pair_and_warns(corpus: dict, tmp_
     params["shard"]["captions"] = "sometimes"
     with pytest.raises(PipelineError, match="shard.captions"):
         shard.run(params)
+
+
+# --- the benchmarks still run -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_bench_scripts_run_on_a_few_ham10000_images(shared: Path, tmp_path: Path) -> None:
+    """bench/loader_speed.py and bench/gpu_train_check.py (its CPU path) end to end, tiny sizes."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**__import__("os").environ, "TQDM_DISABLE": "1", "OUT": str(tmp_path)}
+    speed = subprocess.run([sys.executable, "bench/loader_speed.py", "--images", "64", "--workers", "1",
+                            "--repeats", "1", "--per-shard", "32"], cwd=repo, capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert speed.returncode == 0, speed.stderr[-2000:]
+    assert "2 tars" in speed.stdout and "machine:" in speed.stdout
+    check = subprocess.run([sys.executable, "bench/gpu_train_check.py", "--device", "cpu", "--profile", "smoke",
+                            "--images", "64", "--steps", "2", "--batch-size", "16", "--workers", "1",
+                            "--per-shard", "32", "--skip", "0"], cwd=repo, capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert check.returncode == 0, check.stderr[-2000:]
+    summary = json.loads((tmp_path / "gpu_train_check.json").read_text())
+    assert summary["steps_logged"] == 2 and summary["data_wait_share"] is not None
