@@ -1,13 +1,14 @@
 """Samples/s of the WebDataset shard loader vs a plain folder of JPEGs, feeding 224x224 tensors.
 
-    python bench/loader_speed.py [--images N] [--workers 1 2 8] [--batch-size 64] [--repeats 3]
+    python bench/loader_speed.py [--images N] [--workers 1 2 8] [--batch-size 64] [--repeats 3] [--cold]
 
 Builds shards (the project's writer, ``skip_reencode`` so the tars hold the very same JPEG
 bytes) from ``../shared/corpus/ham10000`` in a scratch folder, then times both loaders with
 open_clip's training transform (decode, random resized crop to 224, flip-free normalise) over
 the same images, with 1, 2 and N DataLoader workers. The folder loader is the usual map-style
 Dataset (one ``open()`` per image, random order not used so both read sequentially). Before
-timing, every source file and tar is read once so both start from a warm page cache. Prints
+timing, every source file and tar is read once so both start from a warm page cache; ``--cold``
+instead evicts each loader's files from the page cache before each of its passes. Prints
 samples/s (wall), samples/s per worker, the shard/folder ratio, and samples per CPU-second (the
 loader's own CPU cost, steady when other jobs share the machine), then the machine.
 """
@@ -96,7 +97,8 @@ def one_pass(make, n_expected: int) -> tuple[float, float]:
     return n / (time.perf_counter() - start), n / max(_cpu_seconds() - cpu, 1e-9)
 
 
-def compare(makers: dict, n_expected: int, repeats: int) -> dict[str, tuple[float, float]]:
+def compare(makers: dict, n_expected: int, repeats: int,
+            before: dict | None = None) -> dict[str, tuple[float, float]]:
     """Best (wall, CPU) samples/s of each loader over ``repeats`` rounds, loaders interleaved.
 
     Interleaving matters on a shared machine: a burst of someone else's load then hits both
@@ -105,6 +107,8 @@ def compare(makers: dict, n_expected: int, repeats: int) -> dict[str, tuple[floa
     best = dict.fromkeys(makers, (0.0, 0.0))
     for _ in range(repeats):
         for name, make in makers.items():
+            if before and name in before:
+                before[name]()
             wall, cpu = one_pass(make, n_expected)
             best[name] = (max(best[name][0], wall), max(best[name][1], cpu))
     return best
@@ -115,6 +119,21 @@ def warm(paths: list[str]) -> None:
         Path(p).read_bytes()
 
 
+def evict(paths: list[str]) -> None:
+    """Drop the files from the page cache (``POSIX_FADV_DONTNEED``), so the next pass reads disk.
+
+    Per file and without privileges: it touches only the files named, nobody else's cache.
+    """
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            if os.access(p, os.W_OK):  # freshly written tars: dirty pages cannot be dropped
+                os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def main() -> None:
     cores = os.cpu_count() or 1
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,6 +141,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=sorted({1, 2, cores}))
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--per-shard", type=int, default=250, help="samples per tar (default 250)")
+    ap.add_argument("--cold", action="store_true",
+                    help="evict each loader's files from the page cache before every pass (cold storage)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds per configuration; the best is kept")
     args = ap.parse_args()
     if not (HAM / "HAM10000_metadata.csv").is_file():
@@ -133,7 +154,10 @@ def main() -> None:
         t0 = time.perf_counter()
         urls = build_shards(items, Path(tmp) / "train", args.per_shard)
         print(f"shards: {len(items)} HAM10000 images -> {len(urls)} tars in {time.perf_counter() - t0:.1f} s")
-        warm([p for _, p, _ in items] + urls)
+        jpgs = [p for _, p, _ in items]
+        warm(jpgs + urls)
+        before = {"folder": lambda: evict(jpgs), "shards": lambda: evict(urls)} if args.cold else None
+        print("page cache: " + ("cold (files evicted before every pass)" if args.cold else "warm"))
         folder = FolderDataset([(p, c) for _, p, c in items], transform)
         print(f"{'workers':>7} {'folder/s':>9} {'shards/s':>9} {'folder/s/w':>10} {'shards/s/w':>10} {'ratio':>6}"
               f" {'folder/cpu-s':>12} {'shards/cpu-s':>12} {'cpu ratio':>9}")
@@ -144,7 +168,7 @@ def main() -> None:
             best = compare({
                 "folder": lambda w=w: torch.utils.data.DataLoader(folder, batch_size=args.batch_size, num_workers=w),
                 "shards": lambda w=w: training_loader(urls, transform, args.batch_size, w),
-            }, len(items), args.repeats)
+            }, len(items), args.repeats, before)
             (f, fc), (s, sc) = best["folder"], best["shards"]
             print(f"{w:>7} {f:>9.0f} {s:>9.0f} {f / w:>10.0f} {s / w:>10.0f} {s / f:>6.2f}"
                   f" {fc:>12.0f} {sc:>12.0f} {sc / fc:>9.2f}")
