@@ -164,11 +164,13 @@ class TableWriter:
     Same contract as :func:`write_table`: schema-checked, atomic (a temporary file renamed on
     success), and deterministic. Chunks must arrive sorted by the schema key (they come from a
     table that is); a key out of order is an error, not a silently unsorted file. Row groups
-    have a fixed size whatever the chunk size, so the bytes do not depend on batching.
+    have a fixed size whatever the chunk size, so the bytes do not depend on batching (with the
+    default size they equal :func:`write_table`'s; a smaller ``row_group_size`` bounds memory).
     """
 
-    def __init__(self, schema_name: str, path: str | Path) -> None:
+    def __init__(self, schema_name: str, path: str | Path, row_group_size: int | None = None) -> None:
         self.schema_name = schema_name
+        self.row_group_size = row_group_size
         self.schema = load_schema(schema_name)
         self.path = Path(path)
         self.rows = 0
@@ -197,16 +199,17 @@ class TableWriter:
         self._pending.append(table)
         self._pending_rows += table.num_rows
         self.rows += table.num_rows
-        if self._pending_rows >= ROW_GROUP_SIZE:
+        if self._pending_rows >= (self.row_group_size or ROW_GROUP_SIZE):
             self._flush(final=False)
 
     def _flush(self, final: bool) -> None:
         if not self._pending:
             return
+        size = self.row_group_size or ROW_GROUP_SIZE
         table = pa.concat_tables(self._pending)
-        full = table.num_rows if final else table.num_rows - table.num_rows % ROW_GROUP_SIZE
-        for start in range(0, full, ROW_GROUP_SIZE):
-            self._writer.write_table(table.slice(start, min(ROW_GROUP_SIZE, full - start)))
+        full = table.num_rows if final else table.num_rows - table.num_rows % size
+        for start in range(0, full, size):
+            self._writer.write_table(table.slice(start, min(size, full - start)))
         rest = table.slice(full)
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows

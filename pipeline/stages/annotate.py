@@ -107,7 +107,8 @@ def run(params: dict) -> StageResult:
         batch_size = max(1, cfg["batch_size"])
         fn = functools.partial(_annotate_ids_batch, paths=paths)
         with_dx = from_source = 0
-        with TableWriter("annotations", Path(cfg["out"]) / "annotations.parquet") as writer:
+        # Row groups of 64k rows: the writer never holds more than that many annotated rows.
+        with TableWriter("annotations", Path(cfg["out"]) / "annotations.parquet", row_group_size=65_536) as writer:
             for rows in imap_ordered(fn, _pair_batches(pairs_path, batch_size), workers, "annotate", "batch",
                                      total=-(-n_pairs // batch_size)):
                 writer.write(rows)
