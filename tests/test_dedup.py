@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.fftpack
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline.cli import main
 from pipeline.errors import ConfigError, PipelineError
@@ -117,6 +117,27 @@ def test_fast_and_reference_paths_on_written_images(tmp_path: Path) -> None:
     assert _dist(fast[-1].phash, fast[3].phash) <= 2          # the rotated file is seen upright
     assert _dist(fast[0].phash, fast[6].phash) <= 2           # JPEG and PNG of one picture
     assert min(_dist(a.phash, b.phash) for x, a in enumerate(fast[:6]) for b in fast[x + 1:6]) > 10
+
+
+def test_jpeg_decoder_does_not_change_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """simplejpeg and Pillow's draft decode give the same pixels, so the same hashes (EXIF too)."""
+    from pipeline.images import hashing
+
+    paths = []
+    for k, orientation in enumerate([1, 3, 6, 8, 1]):
+        img = _scene(300 + 37 * k, 200 + 11 * k, 300 + k)
+        exif = img.getexif()
+        exif[0x0112] = orientation
+        p = tmp_path / f"e{k}.jpg"
+        img.save(p, exif=exif, quality=88, progressive=k == 4)
+        paths.append(str(p))
+    Image.new("CMYK", (90, 70), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    paths.append(str(tmp_path / "cmyk.jpg"))
+    assert hashing._simplejpeg is not None, "simplejpeg is a dependency of the fast path"
+    with_turbo = hash_files(paths, "fast")
+    monkeypatch.setattr(hashing, "_simplejpeg", None)
+    assert hash_files(paths, "fast") == with_turbo
+    assert [(h.width, h.height) for h in with_turbo[:4]] == [(300, 200), (337, 211), (222, 374), (233, 411)]
 
 
 def test_hashing_bad_files_gives_reason_codes(tmp_path: Path) -> None:
@@ -442,3 +463,45 @@ def test_ham10000_no_cluster_or_lesion_spans_splits(shared: Path, tmp_path: Path
     assert (frame.groupby("split_group")["group_key"].nunique() > 1).any()   # clusters joining lesions
     shares = splits["split"].value_counts(normalize=True)
     assert math.isclose(shares["train"], 0.8, abs_tol=0.03)
+
+
+def test_mirror_links_join_flipped_copies(tmp_path: Path) -> None:
+    """dedup.mirror: a left-right flipped copy joins its original (edge kind 'mirror'); without it,
+    it does not; a symmetric picture never links to itself."""
+    paths = []
+    for k in range(4):
+        p = tmp_path / f"o{k}.jpg"
+        _scene(320, 240, 200 + k).save(p, quality=90)
+        paths.append(p)
+    flipped = tmp_path / "flip.jpg"
+    ImageOps.mirror(_scene(320, 240, 201)).save(flipped, quality=85)
+    paths.append(flipped)
+    hashed = hash_files([str(p) for p in paths], "fast", mirror=True, sha256=True)
+    frame = pd.DataFrame({"image_id": [f"img_{p.stem}" for p in paths], "sha256": [h.sha256 for h in hashed],
+                          "width": 320, "height": 240, "source_rank": 0})
+    hashes, mirrors = [h.phash for h in hashed], [h.mirror for h in hashed]
+    plain, _ = dedup.cluster_images(frame, hashes, 8)
+    assert plain["cluster_size"].max() == 1
+    clusters, edges = dedup.cluster_images(frame, hashes, 8, FAST, mirrors)
+    c = clusters.set_index("image_id")["cluster_id"]
+    assert c["img_flip"] == c["img_o1"] and clusters["cluster_size"].max() == 2
+    assert edges[["image_id_a", "image_id_b", "kind"]].values.tolist() == [["img_flip", "img_o1", "mirror"]]
+    assert edges["distance"].iloc[0] <= 8
+
+
+def test_benchmark_match_through_the_mirror_hash(tmp_path: Path) -> None:
+    """With dedup.mirror, a benchmark image that is a flipped copy of a corpus image matches it."""
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    corpus = tmp_path / "c.jpg"
+    _scene(320, 240, 77).save(corpus, quality=90)
+    ImageOps.mirror(_scene(320, 240, 77)).save(bench / "flipped.jpg", quality=80)
+    hashed = hash_files([str(corpus)], "fast", mirror=True)
+    images = pd.DataFrame({"image_id": ["img_c"]})
+    deco = {"radius": 8, "sets": parse_benchmarks([{"name": "b", "path": str(bench)}])}
+    cfg = {"hash_method": "fast", "workers": 1, "method_label": FAST}
+    plain, _, n = dedup.match_benchmarks(images, [hashed[0].phash], deco, cfg)
+    assert n == 1 and plain.empty
+    flipped, _, _ = dedup.match_benchmarks(images, [hashed[0].phash], deco, cfg, [hashed[0].mirror])
+    assert flipped[["image_id", "benchmark"]].values.tolist() == [["img_c", "b"]]
+    assert flipped["benchmark_path"].iloc[0].endswith("flipped.jpg") and flipped["distance"].iloc[0] <= 8

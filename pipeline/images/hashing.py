@@ -34,6 +34,11 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
+try:   # libjpeg-turbo without Pillow's per-file overhead; Pillow does the same decode otherwise
+    import simplejpeg as _simplejpeg
+except ImportError:  # pragma: no cover - a core dependency, but hashing must not need it
+    _simplejpeg = None
+
 from pipeline.images.decode import ImageProblem, load_rgb, validate_image_bytes
 
 # hash path name (params.yaml dedup.hash_method) -> what the tables record as hash_method
@@ -131,6 +136,61 @@ def _reduction(width: int, height: int) -> int:
     return next((s for s in (8, 4, 2) if scale >= s), 1)
 
 
+def _exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag of JPEG bytes (1 when absent or unreadable), without Pillow.
+
+    Walks the markers before the scan to the APP1 Exif segment and reads tag 0x0112 of IFD0.
+    """
+    try:
+        pos = 2
+        while pos + 4 <= len(data) and data[pos] == 0xFF:
+            marker, length = data[pos + 1], int.from_bytes(data[pos + 2:pos + 4], "big")
+            if marker == 0xDA:   # start of scan: no more metadata
+                return 1
+            seg = data[pos + 4:pos + 2 + length]
+            if marker == 0xE1 and seg[:6] == b"Exif\x00\x00":
+                tiff = seg[6:]
+                order = "little" if tiff[:2] == b"II" else "big"
+                ifd = int.from_bytes(tiff[4:8], order)
+                for k in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+                    entry = tiff[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
+                    if int.from_bytes(entry[:2], order) == 0x0112:
+                        value = int.from_bytes(entry[8:10], order)
+                        return value if 1 <= value <= 8 else 1
+                return 1
+            pos += 2 + length
+    except (IndexError, ValueError):
+        pass
+    return 1
+
+
+def _jpeg_grey(data: bytes) -> tuple[np.ndarray, int, int] | None:
+    """:func:`_fast_grey` for plain JPEGs through simplejpeg (libjpeg-turbo without Pillow's
+    per-file Python work); None when it does not apply. Pixels are identical to Pillow's
+    ``draft("L")`` decode (same libjpeg-turbo scaled IDCT; checked in the tests), so the hash
+    does not depend on which decoder ran."""
+    if _simplejpeg is None or data[:2] != b"\xff\xd8":
+        return None
+    try:
+        height, width, colorspace, _ = _simplejpeg.decode_jpeg_header(data)
+        if colorspace not in ("Gray", "YCbCr") or width * height > (Image.MAX_IMAGE_PIXELS or 2**62):
+            return None   # CMYK/YCCK and decompression-bomb checks: Pillow's path
+        factor = _reduction(width, height)
+        size = (-(-height // factor), -(-width // factor))
+        grey = _simplejpeg.decode_jpeg(data, colorspace="GRAY", min_height=size[0], min_width=size[1],
+                                       min_factor=factor)[..., 0]
+    except ValueError:
+        return None       # anything unusual: Pillow decides (and names the problem)
+    if grey.shape != size:
+        return None
+    orientation = _exif_orientation(data)
+    if orientation in _ORIENT:
+        grey = np.asarray(Image.fromarray(grey).transpose(_ORIENT[orientation]))
+        if orientation >= 5:
+            width, height = height, width
+    return grey, width, height
+
+
 def _fast_grey(data: bytes) -> tuple[np.ndarray, int, int]:
     """The reduced grey pixels of an image's bytes (upright), and its displayed full size.
 
@@ -138,6 +198,9 @@ def _fast_grey(data: bytes) -> tuple[np.ndarray, int, int]:
     full and shrink by the same integer factor (box average), so a JPEG and a PNG of one picture
     reach the same reduced size.
     """
+    fast = _jpeg_grey(data)
+    if fast is not None:
+        return fast
     with Image.open(io.BytesIO(data)) as img:
         width, height = img.size
         # A JPEG without an Exif segment has no orientation tag: skip building the Exif object.
@@ -186,8 +249,11 @@ def lowfreq_of_images(greys: Sequence[np.ndarray]) -> np.ndarray:
     for k, g in enumerate(greys):
         by_shape.setdefault(g.shape, []).append(k)
     for (h, w), members in by_shape.items():
-        batch = np.stack([greys[k] for k in members]).astype(np.float64)   # uint8 until here
-        out[members] = _projection(h) @ batch @ _projection(w).T
+        ph, pw = _projection(h), _projection(w).T
+        for lo in range(0, len(members), CHUNK):   # small batches stay in cache
+            part = members[lo:lo + CHUNK]
+            batch = np.stack([greys[k] for k in part]).astype(np.float64)   # uint8 until here
+            out[part] = ph @ batch @ pw
     return out
 
 

@@ -48,6 +48,9 @@ def config(params: dict) -> tuple[dict, dict]:
     """
     cfg = section(params, "dedup", {"out": str, "radius": int, "workers": int})
     cfg.setdefault("hash_method", DEFAULT_METHOD)
+    cfg.setdefault("mirror", False)
+    if not isinstance(cfg["mirror"], bool):
+        raise ConfigError(f"params.yaml: dedup.mirror must be true or false, got {cfg['mirror']!r}")
     if not isinstance(cfg["hash_method"], str):
         raise ConfigError(f"params.yaml: dedup.hash_method must be a string, got {cfg['hash_method']!r}")
     if "decontaminate" in params:
@@ -74,16 +77,19 @@ def run(params: dict) -> StageResult:
         result.rows_in = len(images)
         # Hash each distinct content once: byte-identical files share their hash.
         by_sha = images.drop_duplicates("sha256").sort_values("sha256")
-        hashed = hash_paths(by_sha["path"].tolist(), cfg["hash_method"], cfg["workers"], "phash")
+        hashed = hash_paths(by_sha["path"].tolist(), cfg["hash_method"], cfg["workers"], "phash",
+                            mirror=cfg["mirror"])
         sha_hash = {s: h.phash if isinstance(h, HashedImage) else h
                     for s, h in zip(by_sha["sha256"], hashed, strict=True)}
+        sha_mirror = {s: h.mirror for s, h in zip(by_sha["sha256"], hashed, strict=True) if isinstance(h, HashedImage)}
         rejects = [Reject("dedup", r.source, r.image_id, "hash_failed",
                           f"could not decode for hashing ({p.reason}: {p.detail})", r.path)
                    for r in images.itertuples() if isinstance(p := sha_hash[r.sha256], ImageProblem)]
         images = images[images["sha256"].map(lambda s: isinstance(sha_hash[s], int))].reset_index(drop=True)
         hashes = [sha_hash[s] for s in images["sha256"]]
-        clusters, edges = cluster_images(images, hashes, cfg["radius"], cfg["method_label"])
-        matches, bench_rejects, n_bench = match_benchmarks(images, hashes, deco, cfg)
+        mirrors = [sha_mirror[s] for s in images["sha256"]] if cfg["mirror"] else None
+        clusters, edges = cluster_images(images, hashes, cfg["radius"], cfg["method_label"], mirrors)
+        matches, bench_rejects, n_bench = match_benchmarks(images, hashes, deco, cfg, mirrors)
         write_table(clusters, "clusters", out / "clusters.parquet")
         write_table(edges, "duplicate_edges", out / "duplicate_edges.parquet")
         write_table(matches, "benchmark_matches", out / "benchmark_matches.parquet")
@@ -97,12 +103,13 @@ def run(params: dict) -> StageResult:
     return result
 
 
-def match_benchmarks(images: pd.DataFrame, hashes: list[int], deco: dict,
-                     cfg: dict) -> tuple[pd.DataFrame, list[Reject], int]:
+def match_benchmarks(images: pd.DataFrame, hashes: list[int], deco: dict, cfg: dict,
+                     mirrors: list[int] | None = None) -> tuple[pd.DataFrame, list[Reject], int]:
     """Every (corpus image, benchmark image) pair within ``decontaminate.radius``.
 
     Benchmark files that cannot be hashed become dedup rejects (source = the benchmark's name),
-    so a broken benchmark file is visible instead of silently shrinking the check.
+    so a broken benchmark file is visible instead of silently shrinking the check. With
+    ``mirrors`` (dedup.mirror), a corpus image whose mirror image matches counts too.
     """
     rows: list[dict] = []
     rejects: list[Reject] = []
@@ -117,7 +124,11 @@ def match_benchmarks(images: pd.DataFrame, hashes: list[int], deco: dict,
         n_bench += len(ok)
         if not ok or not len(corpus):
             continue
-        qi, bi, dist = pairs_between(corpus, to_signed([h for _, h in ok]), deco["radius"])
+        bench_h = to_signed([h for _, h in ok])
+        qi, bi, dist = pairs_between(corpus, bench_h, deco["radius"])
+        if mirrors is not None:
+            mq, mb, md = pairs_between(to_signed(mirrors), bench_h, deco["radius"])
+            qi, bi, dist = _closest(np.r_[qi, mq], np.r_[bi, mb], np.r_[dist, md], len(ok))
         image_ids = images["image_id"].to_numpy()
         rows += [{"image_id": image_ids[q], "benchmark": bench.name, "benchmark_path": ok[b][0],
                   "distance": int(d), "hash_method": cfg["method_label"]}
@@ -126,14 +137,37 @@ def match_benchmarks(images: pd.DataFrame, hashes: list[int], deco: dict,
     return frame.astype({"distance": np.int8}), rejects, n_bench
 
 
+def _closest(a: np.ndarray, b: np.ndarray, d: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One (a, b) pair each, with its smallest distance, sorted by (a, b)."""
+    order = np.lexsort((d, a * np.int64(nb) + b))
+    a, b, d = a[order], b[order], d[order]
+    first = np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])] if len(a) else np.zeros(0, dtype=bool)
+    return a[first], b[first], d[first]
+
+
+def _mirror_links(reps: np.ndarray, h: np.ndarray, m: np.ndarray, radius: int, ni: np.ndarray, nj: np.ndarray,
+                  n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of distinct contents where one is within ``radius`` of the other's mirror image and
+    that are not near links already (row indices, smaller first, and the distance)."""
+    a, b, d = pairs_between(h[reps], m[reps], radius)
+    keep = a != b   # a symmetric picture matches its own mirror image
+    a, b, d = reps[a[keep]], reps[b[keep]], d[keep]
+    a, b = np.minimum(a, b), np.maximum(a, b)
+    a, b, d = _closest(a, b, d, n)
+    fresh = ~np.isin(a * np.int64(n) + b, ni * np.int64(n) + nj)
+    return a[fresh], b[fresh], d[fresh]
+
+
 def cluster_images(images: pd.DataFrame, hashes: list[int], radius: int,
-                   method_label: str = HASH_METHODS[DEFAULT_METHOD]) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   method_label: str = HASH_METHODS[DEFAULT_METHOD],
+                   mirrors: list[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cluster images (columns image_id, sha256, width, height, source_rank) given their pHashes.
 
     Union-find over exact links (same SHA-256) and near links (pHash within ``radius``) as
     connected components; the canonical image is the highest resolution, then the earliest
-    source, then the smallest id. Returns the clusters table and the edge list (every link
-    found, with its Hamming distance, for audit).
+    source, then the smallest id. With ``mirrors`` (each image's mirror-image hash), an image
+    within the radius of another's mirror image is linked too (kind ``mirror``). Returns the
+    clusters table and the edge list (every link found, with its Hamming distance, for audit).
     """
     n = len(images)
     h = to_signed(hashes)
@@ -145,7 +179,11 @@ def cluster_images(images: pd.DataFrame, hashes: list[int], radius: int,
     reps = np.flatnonzero(first_of == np.arange(n))
     ni, nj, nd = pairs_within(h[reps], radius)
     ni, nj = reps[ni], reps[nj]
-    labels = components(n, np.r_[ex_i, ni], np.r_[ex_j, nj])
+    mi = mj = np.empty(0, dtype=np.int64)
+    md = np.empty(0, dtype=np.int8)
+    if mirrors is not None:
+        mi, mj, md = _mirror_links(reps, h, to_signed(mirrors), radius, ni, nj, n)
+    labels = components(n, np.r_[ex_i, ni, mi], np.r_[ex_j, nj, mj])
     canon = choose_canonical(images, labels)
     dist = popcount64(h.view(np.uint64) ^ h.view(np.uint64)[canon])
     size = np.bincount(labels)[labels]
@@ -163,14 +201,14 @@ def cluster_images(images: pd.DataFrame, hashes: list[int], radius: int,
         "phash": [to_hex(x) for x in hashes],
         "hash_method": method_label,
     })
-    a = np.r_[ex_i, ni]
-    b = np.r_[ex_j, nj]
+    a = np.r_[ex_i, ni, mi]
+    b = np.r_[ex_j, nj, mj]
     ida, idb = image_ids[a], image_ids[b]
     edges = pd.DataFrame({
         "image_id_a": np.minimum(ida, idb) if len(a) else [],
         "image_id_b": np.maximum(ida, idb) if len(a) else [],
-        "kind": ["exact"] * len(ex_i) + ["near"] * len(ni),
-        "distance": np.r_[np.zeros(len(ex_i), dtype=np.int8), nd].astype(np.int8),
+        "kind": ["exact"] * len(ex_i) + ["near"] * len(ni) + ["mirror"] * len(mi),
+        "distance": np.r_[np.zeros(len(ex_i), dtype=np.int8), nd, md].astype(np.int8),
     })
     return clusters, edges
 
