@@ -23,6 +23,8 @@ REASONS: dict[str, str] = {
     "record_malformed": "the source row lacks a required field or has an invalid value",
     "hash_failed": "the image could not be re-read for perceptual hashing",
     "shard_image_failed": "the image could not be re-encoded for the shard",
+    "decontaminated": "the pair's image (or its cluster/group) matches a benchmark image and was kept out of train"
+                      " (see the decontaminated table)",
 }
 
 

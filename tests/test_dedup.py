@@ -37,7 +37,7 @@ from pipeline.images.hashing import (
     single_method,
 )
 from pipeline.images.neardup import pairs_between, pairs_within, plan
-from pipeline.stages import dedup, ingest, split
+from pipeline.stages import dedup, ingest, shard, split
 from pipeline.tables import read_table, write_table
 
 FAST, REF = HASH_METHODS["fast"], HASH_METHODS["imagehash"]
@@ -393,6 +393,15 @@ def test_decontamination_removes_train_groups(corpus: dict, tmp_path: Path) -> N
     assert result.extra["decontaminated"] == len(gone)
     unchanged = splits.set_index("cluster_id")["split"].drop(list(gone))
     assert (new.drop(list(gone)) == unchanged).all()
+    # The shard stage accounts for the removed pairs: every pair is a sample or a reject.
+    params["shard"]["out"] = str(tmp_path / "shards")
+    shard.run(params)
+    manifest = read_table("shard_index", tmp_path / "shards/manifest.parquet")
+    rejects = read_table("rejects", tmp_path / "shards/rejects.parquet")
+    pairs = read_table("pairs", root / "data/ingest/pairs.parquet")
+    assert len(manifest) + len(rejects) == len(pairs)
+    gone_pairs = set(pairs.merge(clusters[clusters["cluster_id"].isin(gone)], on="image_id")["pair_id"])
+    assert set(rejects.loc[rejects["reason"] == "decontaminated", "record_id"]) == gone_pairs
 
 
 def test_decontamination_via_group_key() -> None:

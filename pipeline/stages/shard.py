@@ -61,6 +61,9 @@ def run(params: dict) -> StageResult:
         result.rows_in = len(pairs)
         rejects = [Reject("shard", r.source, r.pair_id, "hash_failed", "image was rejected by dedup", None)
                    for r in pairs[~pairs["pair_id"].isin(frame["pair_id"])].itertuples()]
+        # Pairs split off by decontamination: accounted for here, so pairs = samples + rejects.
+        rejects += [Reject("shard", r.source, r.pair_id, "decontaminated", "image matches a benchmark image", r.path)
+                    for r in frame[~frame["split"].isin(SPLITS)].itertuples()]
         encode = functools.partial(encode_jpeg, max_side=cfg["max_side"], quality=cfg["jpeg_quality"],
                                    skip_reencode=cfg["skip_reencode"])
         sha = dict(zip(images["image_id"], images["sha256"], strict=True))
