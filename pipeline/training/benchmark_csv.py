@@ -18,18 +18,12 @@ import sys
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.sources.ham10000 import DX_NAMES
 from pipeline.tables import atomic_path
 
-# HAM10000 ``dx`` codes -> the long class names the prompts use.
-HAM10000_CLASSES = {
-    "akiec": "actinic keratosis",
-    "bcc": "basal cell carcinoma",
-    "bkl": "benign keratosis",
-    "df": "dermatofibroma",
-    "mel": "melanoma",
-    "nv": "melanocytic nevus",
-    "vasc": "vascular lesion",
-}
+# HAM10000 ``dx`` codes -> the long class names the prompts use (the same names the adapter's
+# captions use).
+HAM10000_CLASSES = DX_NAMES
 
 
 def _bucket(key: str, salt: str) -> float:
