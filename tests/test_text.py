@@ -562,3 +562,10 @@ def test_non_prefix_negates_only_its_word(annotator: Annotator) -> None:
 def test_compound_concept_phrases_carry_each_concept(annotator: Annotator) -> None:
     """'white patches' is a colour and a morphology; the longest match does not swallow 'patch'."""
     assert {"white(hypopigmentation)", "patch"} <= set(annotator("Small white patches on the back.").concepts)
+
+
+def test_symptom_word_inside_a_concept_phrase_is_morphology(annotator: Annotator) -> None:
+    """'pus-filled bumps' are pustules, not an exudate; pus draining from a lesion is one."""
+    ann = annotator("Small, red, pus-filled bumps on the chin.")
+    assert "pustule" in ann.concepts and "exudate" not in ann.symptoms
+    assert "exudate" in annotator("Pus draining from the nodule.").symptoms

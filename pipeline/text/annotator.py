@@ -345,10 +345,16 @@ class Annotator:
         age = extract_age(caption)
         found: dict[str, list[str]] = {"concept": [], "site": [], "symptom": []}
         dermoscopic = DERMOSCOPY.search(caption) is not None
+        # A symptom word inside a longer concept phrase describes the morphology:
+        # "pus-filled bumps" are pustules, not an exudate.
+        concept_spans = [(m.start, m.end) for m in mentions if m.kind == "concept"]
         for m in mentions:
             if m.kind in ("condition", "sign"):
                 continue
             if m.kind == "concept" and m.label in self.artefacts and not dermoscopic:
+                continue
+            if m.kind == "symptom" and any(s <= m.start and m.end <= e and e - s > m.end - m.start
+                                           for s, e in concept_spans):
                 continue
             label = m.label
             if m.status == "negated":
