@@ -23,7 +23,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "split": ("pipeline.stages.split", "assign train/validation/holdout per cluster"),
     "shard": ("pipeline.stages.shard", "write WebDataset shards per split"),
     "metadata": ("pipeline.stages.metadata", "join every table into the final metadata"),
-    "report": ("pipeline.stages.report", "write metrics.json and plots"),
+    "report": ("pipeline.stages.report", "write the HTML report, plots, metrics.json and the dataset card"),
     "train": ("pipeline.stages.train", "train DermLIP with open_clip on the shards"),
     "evaluate": ("pipeline.stages.evaluate", "zero-shot and retrieval metrics on the holdout split"),
 }
@@ -82,8 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("query", help="run read-only SQL (DuckDB) over every table")
     q.add_argument("sql", nargs="?", help="SQL to run; omit with --tables")
     q.add_argument("--tables", action="store_true", help="list the tables and their columns")
-    q.add_argument("--format", default="table", choices=["table", "csv", "json"])
-    q.add_argument("--root", default=".", help="repository root holding data/ and shards/")
+    q.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"],
+                   help="output format (parquet needs --output)")
+    q.add_argument("--output", metavar="FILE", help="write the result to FILE instead of stdout")
+    q.add_argument("--shell", action="store_true", help="interactive DuckDB shell on the same views "
+                   "(the duckdb CLI if installed, else a small Python shell)")
+    q.add_argument("--root", default=".", help="repository root holding params.yaml, data/ and shards/")
     return parser
 
 

@@ -1,92 +1,283 @@
 """``derm1m query``: read-only SQL over every table, as DuckDB views named after schemas/.
 
-Views read the parquet files in place (nothing is copied). Statements that write or reach
-outside the corpus (COPY ... TO, ATTACH, INSTALL, LOAD, CREATE, INSERT, ...) are refused.
+Views read the parquet files in place (nothing is copied). Every table declared in
+``schemas/`` gets a view; a table whose file does not exist yet (a stage not run, no benchmark
+configured) is an empty view with the declared column types, so the same SQL works on every
+corpus. Statements that write or reach outside the corpus (COPY ... TO, ATTACH, INSTALL, LOAD,
+CREATE, INSERT, ...) are refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TextIO
 
 import duckdb
+import pyarrow.parquet as pq
 
 from pipeline.corpus import table_paths
 from pipeline.errors import PipelineError
 from pipeline.params import load_params, section
-from pipeline.tables import all_schemas
+from pipeline.tables import all_schemas, atomic_path
 
 _WRITES = re.compile(r"^\s*(copy|attach|detach|install|load|create|insert|update|delete|drop|alter|export|import|"
-                     r"set|pragma|call|checkpoint|vacuum)\b", re.I)
+                     r"set|pragma|call|checkpoint|vacuum|use)\b", re.I)
+
+# schemas/ type -> DuckDB type, for the empty views of tables whose file is absent.
+_SQL_TYPES = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER", "int16": "SMALLINT", "int8": "TINYINT",
+              "float64": "DOUBLE", "float32": "FLOAT", "bool": "BOOLEAN", "list<string>": "VARCHAR[]",
+              "list<int64>": "BIGINT[]"}
+
+# Stages whose output folder may hold a rejects.parquet, in pipeline order.
+_REJECT_STAGES = ("ingest", "dedup", "annotate", "truncate", "split", "metadata")
+
+
+def _out(params: dict, stage: str) -> Path:
+    return Path(section(params, stage, {"out": str})["out"])
 
 
 def view_paths(params: dict, root: Path = Path(".")) -> dict[str, list[Path]]:
-    """Table name -> parquet file(s) backing its view."""
+    """Table name -> parquet file(s) backing its view (one per declared schema)."""
     paths = {k: [root / v] for k, v in table_paths(params).items()}
-    dedup = root / section(params, "dedup", {"out": str})["out"]
+    dedup, split, shards = root / _out(params, "dedup"), root / _out(params, "split"), root / _out(params, "shard")
     paths["duplicate_edges"] = [dedup / "duplicate_edges.parquet"]
-    shards = root / section(params, "shard", {"out": str})["out"]
+    paths["benchmark_matches"] = [dedup / "benchmark_matches.parquet"]
+    paths["decontaminated"] = [split / "decontaminated.parquet"]
     paths["shard_index"] = [shards / "manifest.parquet"]
-    paths["metadata"] = [root / section(params, "metadata", {"out": str})["out"] / "metadata.parquet"]
-    stage_dirs = [root / section(params, s, {"out": str})["out"] for s in ("ingest", "dedup")] + [shards]
+    paths["metadata"] = [root / _out(params, "metadata") / "metadata.parquet"]
+    stage_dirs = [root / _out(params, s) for s in _REJECT_STAGES if s in params] + [shards]
     paths["rejects"] = [d / "rejects.parquet" for d in stage_dirs]
     return paths
 
 
+def _literal(path: Path) -> str:
+    return "'" + path.as_posix().replace("'", "''") + "'"
+
+
 def register_views(con: duckdb.DuckDBPyConnection, params: dict, root: Path = Path(".")) -> list[str]:
+    """Create a view per declared table on ``con``; return the names backed by a file.
+
+    Absent tables become empty views typed from their schema, so a query never fails with
+    "table does not exist" just because, say, no benchmark set was configured.
+    """
+    paths = view_paths(params, root)
     made = []
-    for name, files in view_paths(params, root).items():
-        present = [f for f in files if f.exists()]
-        if not present:
-            continue
-        listing = ", ".join("'" + f.as_posix().replace("'", "''") + "'" for f in present)
-        con.execute(f"create or replace view {name} as select * from read_parquet([{listing}], union_by_name=true)")
-        made.append(name)
+    for schema in all_schemas():
+        present = [f for f in paths.get(schema.name, []) if f.exists()]
+        if present:
+            listing = ", ".join(_literal(f) for f in present)
+            con.execute(f"create or replace view {schema.name} as "
+                        f"select * from read_parquet([{listing}], union_by_name=true)")
+            made.append(schema.name)
+        else:
+            cols = ", ".join(f'cast(null as {_SQL_TYPES[c.type]}) as "{c.name}"' for c in schema.columns)
+            con.execute(f"create or replace view {schema.name} as select {cols} where false")
     return made
 
 
-def run_query(sql: str, params: dict, root: Path = Path(".")) -> tuple[list[str], list[tuple]]:
-    if _WRITES.search(sql) or re.search(r"\bcopy\b.*\bto\b", sql, re.I | re.S):
-        raise PipelineError("derm1m query is read-only: COPY/ATTACH/INSTALL/LOAD/CREATE/... are refused")
+def check_read_only(sql: str) -> None:
+    """Refuse statements that write files or change the session (the views must stay what they are)."""
+    if _WRITES.search(sql) or re.search(r"\bcopy\b.*\bto\b", sql, re.I | re.S) or re.search(r";\s*\S", sql.strip().rstrip(";")):
+        raise PipelineError("derm1m query is read-only and runs one statement: COPY/ATTACH/INSTALL/LOAD/CREATE/... are refused")
+
+
+def connect(params: dict, root: Path = Path(".")) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with every view registered; an error if no table exists yet."""
     con = duckdb.connect(":memory:")
+    if not register_views(con, params, root):
+        con.close()
+        raise PipelineError(f"no tables found under {root}; run `dvc repro` first (or pass --root)")
+    return con
+
+
+def execute(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:
+    """Run one checked read-only statement; DuckDB's errors become one-line PipelineErrors."""
+    check_read_only(sql)
     try:
-        if not register_views(con, params, root):
-            raise PipelineError("no tables found; run `dvc repro` first (or pass --root)")
-        cur = con.execute(sql)
-        cols = [d[0] for d in cur.description] if cur.description else []
-        return cols, cur.fetchall()
+        return con.execute(sql)
     except duckdb.Error as exc:
         raise PipelineError(f"query failed: {str(exc).splitlines()[0]}") from None
+
+
+def run_query(sql: str, params: dict, root: Path = Path(".")) -> tuple[list[str], list[tuple]]:
+    """Column names and rows of one read-only query over a fresh connection."""
+    con = connect(params, root)
+    try:
+        cur = execute(con, sql)
+        cols = [d[0] for d in cur.description] if cur.description else []
+        return cols, cur.fetchall()
+    finally:
+        con.close()
+
+
+def format_table(cols: list[str], rows: Iterable[tuple], max_width: int = 60) -> str:
+    """Aligned plain-text columns, cells cut at ``max_width`` (what a terminal shows well)."""
+    rows = list(rows)
+    cells = [[_cell(v) for v in r] for r in rows]
+    widths = [min(max([len(c)] + [len(r[i]) for r in cells]), max_width) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in cells:
+        lines.append("  ".join((v if len(v) <= w else v[:w - 1] + "…").ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, list):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_rows(cols: list[str], rows: list[tuple], fmt: str) -> str:
+    """Rows as text in ``fmt`` (table, csv or json)."""
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        w.writerows(rows)
+        return buf.getvalue()
+    if fmt == "json":
+        return json.dumps([dict(zip(cols, r, strict=True)) for r in rows], default=str, ensure_ascii=False, indent=1) + "\n"
+    return format_table(cols, rows)
+
+
+def describe_tables(params: dict | None, root: Path) -> str:
+    """Every declared table with its description, file, row count (when built) and columns."""
+    paths = view_paths(params, root) if params is not None else {}
+    out = []
+    for schema in all_schemas():
+        files = [f for f in paths.get(schema.name, []) if f.exists()]
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files) if files else None
+        state = f"{rows:,} rows" if rows is not None else "not built yet"
+        out.append(f"{schema.name}: {schema.description}")
+        out.append(f"  ({schema.path}; {state}" + (f"; key {', '.join(schema.key)})" if schema.key else ")"))
+        for c in schema.columns:
+            null = " null" if c.nullable else ""
+            out.append(f"  {c.name:<26} {c.type + null:<18} {c.description}")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_output(text: str, output: str | None) -> None:
+    """Print, or write atomically to ``output`` (a half-written export never appears)."""
+    if not output:
+        sys.stdout.write(text)
+        return
+    with atomic_path(output) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    print(f"wrote {output}", file=sys.stderr)
+
+
+def write_parquet(con: duckdb.DuckDBPyConnection, sql: str, output: str) -> int:
+    """Query result as a parquet file (zstd, like the pipeline's tables); returns the row count."""
+    table = execute(con, sql).fetch_arrow_table()
+    with atomic_path(output) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return table.num_rows
+
+
+# -- interactive shell ---------------------------------------------------------------------
+def view_script(params: dict, root: Path) -> str:
+    """SQL that recreates the views, for the ``duckdb`` CLI's ``-init`` file."""
+    con = duckdb.connect(":memory:")
+    try:
+        register_views(con, params, root)
+        rows = con.execute("select view_name, sql from duckdb_views() where not internal order by 1").fetchall()
+    finally:
+        con.close()
+    return "".join(f"{sql.rstrip(';')};\n" for _, sql in rows)
+
+
+def python_shell(con: duckdb.DuckDBPyConnection, stdin: TextIO, stdout: TextIO,
+                 prompt: Callable[[str], None] | None = None) -> int:
+    """A small SQL loop over ``con``: statements end with ';', ``.tables`` lists views, ``.quit`` leaves.
+
+    The fallback when the ``duckdb`` CLI is not installed: the same views and the same read-only
+    rule as ``derm1m query``. Errors print one line and the loop goes on.
+    """
+    buffer: list[str] = []
+    show = prompt or (lambda p: (stdout.write(p), stdout.flush()))
+    show("derm1m> ")
+    for line in stdin:
+        text = line.strip()
+        if not buffer and text in (".quit", ".exit", "\\q"):
+            break
+        if not buffer and text == ".tables":
+            names = [r[0] for r in con.execute("select view_name from duckdb_views() where not internal order by 1").fetchall()]
+            stdout.write("  ".join(names) + "\n")
+        elif not buffer and text in (".help", "help"):
+            stdout.write("SQL ending with ';' runs; .tables lists the views; .quit leaves\n")
+        elif text:
+            buffer.append(line)
+            if text.endswith(";"):
+                sql = "".join(buffer).strip().rstrip(";")
+                buffer.clear()
+                try:
+                    cur = execute(con, sql)
+                    cols = [d[0] for d in cur.description] if cur.description else []
+                    stdout.write(format_table(cols, cur.fetchall()))
+                except PipelineError as exc:
+                    stdout.write(f"error: {exc}\n")
+        show("   ...> " if buffer else "derm1m> ")
+    stdout.write("\n")
+    return 0
+
+
+def shell(params: dict, root: Path) -> int:
+    """Open the ``duckdb`` CLI on the views when installed, else the Python loop (and say so)."""
+    binary = shutil.which("duckdb")
+    if binary:
+        with tempfile.TemporaryDirectory(prefix="derm1m-shell-") as tmp:
+            init = Path(tmp) / "views.sql"
+            init.write_text(view_script(params, root), encoding="utf-8")
+            return subprocess.call([binary, "-init", str(init)])
+    print("derm1m query --shell: the duckdb CLI is not installed; using a minimal Python shell over the same views "
+          "(statements end with ';', .tables, .quit)", file=sys.stderr)
+    con = connect(params, root)
+    try:
+        return python_shell(con, sys.stdin, sys.stdout)
     finally:
         con.close()
 
 
 def main(args: argparse.Namespace) -> int:
     root = Path(args.root)
-    params = load_params(root / "params.yaml")
+    params_file = root / "params.yaml"
     if args.tables:
-        for schema in all_schemas():
-            print(f"{schema.name}: {schema.description}")
-            for c in schema.columns:
-                print(f"  {c.name:<28} {c.type:<14} {c.description}")
+        print(describe_tables(load_params(params_file) if params_file.exists() else None, root), end="")
         return 0
+    params = load_params(params_file)
+    if args.shell:
+        if args.sql:
+            raise PipelineError("--shell takes no SQL argument")
+        return shell(params, root)
     if not args.sql:
         raise PipelineError("give SQL to run, e.g. derm1m query \"select split, count(*) from metadata group by 1\"")
+    if args.format == "parquet":
+        if not args.output:
+            raise PipelineError("--format parquet writes a file: add --output FILE.parquet")
+        con = connect(params, root)
+        try:
+            n = write_parquet(con, args.sql, args.output)
+        finally:
+            con.close()
+        print(f"wrote {n} rows to {args.output}", file=sys.stderr)
+        return 0
     cols, rows = run_query(args.sql, params, root)
-    if args.format == "csv":
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(cols)
-        w.writerows(rows)
-    elif args.format == "json":
-        print(json.dumps([dict(zip(cols, r, strict=True)) for r in rows], default=str, ensure_ascii=False, indent=1))
-    else:
-        widths = [max([len(str(c))] + [len(str(r[i])) for r in rows]) for i, c in enumerate(cols)]
-        widths = [min(w, 60) for w in widths]
-        print("  ".join(str(c).ljust(w) for c, w in zip(cols, widths, strict=True)))
-        for r in rows:
-            print("  ".join(str(v)[:60].ljust(w) for v, w in zip(r, widths, strict=True)))
+    write_output(format_rows(cols, rows, args.format), args.output)
     return 0

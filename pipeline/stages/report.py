@@ -1,6 +1,8 @@
-"""Stage ``report``: corpus metrics for ``dvc metrics`` and plots people can look at.
+"""Stage ``report``: metrics for ``dvc metrics``, an HTML report, plot CSVs and a dataset card.
 
-All numbers come from the final tables through DuckDB, the same way users query them.
+All numbers come from the final tables through DuckDB, over the same views ``derm1m query``
+gives users, so anything on the page can be re-asked in SQL. Everything is written atomically
+and without timestamps, so an unchanged corpus rebuilds byte-identical files.
 """
 
 from __future__ import annotations
@@ -8,15 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from pipeline.errors import PipelineError
+from pipeline.params import section
+from pipeline.query import connect
+from pipeline.report import data, figures, render
+from pipeline.stages import StageResult, Timer
+from pipeline.tables import atomic_path, write_json
+from pipeline.text.ontology import Ontology
 
-from pipeline.params import section  # noqa: E402
-from pipeline.query import register_views  # noqa: E402
-from pipeline.stages import StageResult, Timer  # noqa: E402
-from pipeline.tables import atomic_path, write_json  # noqa: E402
+# Figures the page embeds; also written beside it (DVC outs, README).
+FIGURES = ("sources.png", "top_conditions.png", "ontology.png", "concepts.png", "caption_length.png",
+           "dedup_funnel.png", "rejects.png", "splits.png", "demographics.png")
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
@@ -24,6 +29,7 @@ def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 
 def collect_metrics(con: duckdb.DuckDBPyConnection) -> dict:
+    """The numbers ``dvc metrics show`` prints (flat enough to diff between runs)."""
     m: dict = {"ingest": {}, "dedup": {}, "split": {}, "shard": {}, "annotate": {}, "truncate": {}}
     m["ingest"]["pairs"] = _scalar(con, "select count(*) from pairs")
     m["ingest"]["images"] = _scalar(con, "select count(*) from images")
@@ -50,7 +56,7 @@ def collect_metrics(con: duckdb.DuckDBPyConnection) -> dict:
 
 def decontamination_metrics(con: duckdb.DuckDBPyConnection) -> dict:
     """What the benchmark check found and removed (zeros when no benchmark set is configured)."""
-    views = {r[0] for r in con.execute("select view_name from duckdb_views()").fetchall()}
+    views = {r[0] for r in con.execute("select view_name from duckdb_views()").fetchall()}  # every table has one
     m: dict = {"benchmark_matches": 0, "images_matching": 0, "images_removed": 0, "pairs_removed": 0,
                "clusters_removed": 0, "removed_by_benchmark": {}}
     if "benchmark_matches" in views:
@@ -65,67 +71,91 @@ def decontamination_metrics(con: duckdb.DuckDBPyConnection) -> dict:
     return m
 
 
-def register_dedup_views(con: duckdb.DuckDBPyConnection, params: dict) -> None:
-    """Views of the decontamination tables (the shared query views predate them)."""
-    files = {"benchmark_matches": Path(section(params, "dedup", {"out": str})["out"]) / "benchmark_matches.parquet",
-             "decontaminated": Path(section(params, "split", {"out": str})["out"]) / "decontaminated.parquet"}
-    for name, path in files.items():
-        if path.exists():
-            literal = path.as_posix().replace("'", "''")
-            con.execute(f"create or replace view {name} as select * from read_parquet('{literal}')")
-
-
-def _bar(ax, rows: list[tuple], title: str) -> None:
-    labels, values = [str(r[0]) for r in rows], [r[1] for r in rows]
-    ax.barh(labels[::-1], values[::-1], color="#b5651d")
-    ax.set_title(title)
-
-
-def plot(con: duckdb.DuckDBPyConnection, out: Path) -> list[Path]:
-    made = []
-    charts = {
-        "sources.png": ("Pairs per source type", "select source_type, count(*) from pairs group by 1 order by 2 desc"),
-        "top_conditions.png": ("Top 15 conditions", "select l, count(*) from (select unnest(disease_labels) l from annotations) "
-                               "group by 1 order by 2 desc, 1 limit 15"),
-        "rejects.png": ("Rejects by stage/reason", "select stage || ' / ' || reason, count(*) from rejects group by 1 order by 2 desc"),
-        "dedup_funnel.png": ("Dedup funnel", "select * from (values ('pairs', (select count(*) from pairs)), "
-                             "('images', (select count(*) from images)), ('unique contents', (select count(distinct sha256) from images)), "
-                             "('clusters', (select count(distinct cluster_id) from clusters))) t"),
+def make_figures(d: dict, context: int) -> dict[str, bytes]:
+    """Every figure of the page as PNG bytes, keyed by file name (the keys are :data:`FIGURES`)."""
+    rejects = [(f"{r['stage']} / {r['reason']}", r["rows"]) for r in d["rejects"]]
+    made = {
+        "sources.png": figures.sources(d["sources"]["by_type"], d["sources"]["by_source"]),
+        "top_conditions.png": figures.bars(d["conditions"]["top"], f"Top {len(d['conditions']['top'])} conditions (pairs)"),
+        "ontology.png": figures.ontology_sunburst(d["ontology"]["nodes"], d["ontology"]["root"]),
+        "concepts.png": figures.concepts(d["concepts"]),
+        "caption_length.png": figures.caption_lengths(d["captions"]["full"], d["captions"]["kept"], context,
+                                                      d["captions"]["share_truncated"]),
+        "dedup_funnel.png": figures.dedup_funnel(d["dedup"]["funnel"], d["dedup"]["by_match_kind"]),
+        "rejects.png": figures.bars(rejects, "Rejected rows by stage / reason", color="#a33"),
+        "splits.png": figures.splits(d["splits"]["sizes"]),
+        "demographics.png": figures.demographics(d["demographics"]),
     }
-    for name, (title, sql) in charts.items():
-        fig, ax = plt.subplots(figsize=(7, 4))
-        _bar(ax, con.execute(sql).fetchall(), title)
-        fig.tight_layout()
-        with atomic_path(out / name) as tmp:
-            fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
-        plt.close(fig)
-        made.append(out / name)
-    lengths = con.execute("select n_tokens, n_tokens_kept from captions").fetchall()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.hist([r[0] for r in lengths], bins=30, alpha=0.6, label="caption")
-    ax.hist([r[1] for r in lengths], bins=30, alpha=0.6, label="truncated")
-    ax.set_xlabel("tokens")
-    ax.set_title("Caption length")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(out / "caption_length.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    made.append(out / "caption_length.png")
+    assert tuple(made) == FIGURES
     return made
 
 
+# CSVs under report/ that dvc.yaml lists as plots (numeric series and bar charts).
+PLOT_FILES = ("caption_tokens.csv", "plots/caption_tokens_kept.csv", "plots/age_years.csv", "plots/skin_type.csv",
+              "plots/source_types.csv", "plots/top_conditions.csv", "plots/dedup_funnel.csv", "plots/rejects.csv",
+              "plots/splits.csv")
+
+
+def plot_tables(d: dict) -> dict[str, tuple[str, str, list[tuple]]]:
+    """The series behind the figures as small CSVs for ``dvc plots``: file -> (x, y, rows)."""
+    made = {
+        "caption_tokens.csv": ("tokens", "pairs", d["captions"]["full"]),
+        "plots/caption_tokens_kept.csv": ("tokens", "pairs", d["captions"]["kept"]),
+        "plots/age_years.csv": ("age_years", "pairs", d["demographics"]["age_years"]),
+        "plots/skin_type.csv": ("skin_type", "pairs", d["demographics"]["skin_type"]),
+        "plots/source_types.csv": ("source_type", "pairs", d["sources"]["by_type"]),
+        "plots/top_conditions.csv": ("condition", "pairs", d["conditions"]["top"]),
+        "plots/dedup_funnel.csv": ("step", "count", d["dedup"]["funnel"]),
+        "plots/rejects.csv": ("reason", "rows", [(f"{r['stage']}/{r['reason']}", r["rows"]) for r in d["rejects"]]),
+        "plots/splits.csv": ("split", "pairs", [r[:2] for r in d["splits"]["sizes"]]),
+    }
+    assert tuple(made) == PLOT_FILES
+    return made
+
+
+def _csv_cell(value: object) -> str:
+    text = str(value)
+    return '"' + text.replace('"', '""') + '"' if any(ch in text for ch in ',"\n') else text
+
+
+def write_text(path: Path, text: str | bytes) -> None:
+    """Atomic write of text or bytes (a killed stage never leaves half a page or image).
+
+    Readable by everyone (0644): the report is meant to be served or shared, and the temporary
+    file the atomic write starts from is private.
+    """
+    with atomic_path(path) as tmp:
+        if isinstance(text, bytes):
+            tmp.write_bytes(text)
+        else:
+            tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o644)
+
+
 def run(params: dict) -> StageResult:
-    out = Path(section(params, "report", {"out": str})["out"])
+    cfg = section(params, "report", {"out": str, "top_n": int, "examples": int, "title": str})
+    if cfg["top_n"] < 1 or cfg["examples"] < 0:
+        raise PipelineError("params.yaml: report.top_n must be >= 1 and report.examples >= 0")
+    out = Path(cfg["out"])
+    ann = section(params, "annotate", {"ontology": str, "concepts": str})
+    context = int(section(params, "truncate", {"context_length": int})["context_length"])
     with Timer(StageResult("report")) as result:
-        con = duckdb.connect()
-        register_views(con, params)
-        register_dedup_views(con, params)
-        metrics = collect_metrics(con)
+        onto = Ontology.load(ann["ontology"])
+        con = connect(params)
+        try:
+            metrics = collect_metrics(con)
+            d = data.collect(con, onto, ann["concepts"], cfg["top_n"], cfg["examples"])
+        finally:
+            con.close()
+        result.rows_in = d["overview"]["pairs"]
         write_json(metrics, out / "metrics.json")
-        hist = con.execute("select n_tokens as tokens, count(*) as pairs from captions group by 1 order by 1").fetchall()
-        with atomic_path(out / "caption_tokens.csv") as tmp:
-            tmp.write_text("tokens,pairs\n" + "".join(f"{t},{n}\n" for t, n in hist), encoding="utf-8")
-        plot(con, out)
-        result.rows_out = len(metrics)
+        for name, (x, y, rows) in plot_tables(d).items():
+            write_text(out / name, f"{x},{y}\n" + "".join(f"{_csv_cell(a)},{b}\n" for a, b in rows))
+        pngs = make_figures(d, context)
+        for name, png in pngs.items():
+            write_text(out / name, png)
+        write_text(out / "index.html", render.build_html(d, pngs, cfg["title"], context))
+        write_text(out / "DATASET_CARD.md", render.build_card(d, cfg["title"], context))
+        result.rows_out = len(pngs)
+        result.extra = {"figures": len(pngs), "html": str(out / "index.html")}
     return result
