@@ -185,7 +185,11 @@ def write_output(text: str, output: str | None) -> None:
 
 def write_parquet(con: duckdb.DuckDBPyConnection, sql: str, output: str) -> int:
     """Query result as a parquet file (zstd, like the pipeline's tables); returns the row count."""
-    table = execute(con, sql).fetch_arrow_table()
+    check_read_only(sql)
+    try:
+        table = con.sql(sql).to_arrow_table()  # the relation API hands Arrow over without a copy
+    except duckdb.Error as exc:
+        raise PipelineError(f"query failed: {str(exc).splitlines()[0]}") from None
     with atomic_path(output) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return table.num_rows

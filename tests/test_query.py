@@ -1,0 +1,131 @@
+"""``derm1m query`` on the real test corpus: a view per schema, --tables, every output format,
+the shell fallback, the read-only rule, and the README's example queries."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.errors import PipelineError
+from pipeline.query import connect, python_shell, run_query
+from pipeline.tables import all_schemas
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def root(corpus: dict) -> Path:
+    (corpus["root"] / "params.yaml").write_text(yaml.safe_dump(corpus["params"]))
+    return corpus["root"]
+
+
+def test_every_schema_has_a_view_with_its_declared_columns(corpus: dict) -> None:
+    con = connect(corpus["params"])
+    try:
+        views = {r[0] for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
+        for schema in all_schemas():
+            assert schema.name in views
+            cols = [d[0] for d in con.execute(f"select * from {schema.name} limit 0").description]
+            assert set(schema.names) <= set(cols), schema.name
+        assert con.execute("select count(*) from benchmark_matches").fetchone()[0] == 0
+        assert con.execute("select count(*) from decontaminated").fetchone()[0] == 0
+    finally:
+        con.close()
+
+
+def test_absent_tables_are_empty_typed_views(corpus: dict, tmp_path: Path) -> None:
+    """A corpus built before benchmark_matches existed still answers queries that name it."""
+    params = json.loads(json.dumps(corpus["params"]))
+    params["dedup"]["out"] = str(tmp_path / "nothing-here")
+    cols, rows = run_query("select count(*) n, max(distance) + 1 d from benchmark_matches", params)
+    assert cols == ["n", "d"] and rows == [(0, None)]
+    cols, rows = run_query("select typeof(distance) from duplicate_edges limit 0", params)
+    assert rows == []
+
+
+def test_tables_lists_every_column_with_description(root: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["query", "--root", str(root), "--tables"]) == 0
+    out = capsys.readouterr().out
+    for schema in all_schemas():
+        assert f"{schema.name}: {schema.description}" in out
+        for c in schema.columns:
+            assert re.search(rf"^  {re.escape(c.name)} +{re.escape(c.type)}.*{re.escape(c.description[:30])}", out, re.M), c.name
+    assert "(data/split/decontaminated.parquet; 0 rows" in out and "not built yet" not in out
+
+
+def test_output_formats(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    sql = "select split, count(*) as n from metadata group by 1 order by 1"
+    assert main(["query", "--root", str(root), sql]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["split", "n"] and table[-1] == "(3 rows)"
+    assert main(["query", "--root", str(root), "--format", "json", sql]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["split"] for r in rows] == ["holdout", "train", "validation"]
+    out = tmp_path / "splits.parquet"
+    assert main(["query", "--root", str(root), "--format", "parquet", "--output", str(out), sql]) == 0
+    assert pq.read_table(out).to_pylist() == rows
+    csv_out = tmp_path / "splits.csv"
+    assert main(["query", "--root", str(root), "--format", "csv", "--output", str(csv_out), sql]) == 0
+    assert csv_out.read_text().splitlines()[0] == "split,n"
+    capsys.readouterr()
+    assert main(["query", "--root", str(root), "--format", "parquet", sql]) == 2
+    assert "--output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sql", ["copy (select * from pairs) to 'x.csv'", "attach 'x.db'", "select 1; drop view pairs",
+                                 "install httpfs", "create table t as select 1"])
+def test_writes_are_refused(corpus: dict, sql: str) -> None:
+    with pytest.raises(PipelineError, match="read-only"):
+        run_query(sql, corpus["params"])
+
+
+def test_bad_sql_is_one_line(root: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["query", "--root", str(root), "select nope from metadata"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("derm1m query: error: query failed:") and "\n" not in err
+
+
+def test_python_shell_runs_statements_over_the_views(corpus: dict) -> None:
+    con = connect(corpus["params"])
+    out = io.StringIO()
+    try:
+        python_shell(con, io.StringIO(".tables\nselect count(*) as n\n  from pairs;\ncopy pairs to 'x.csv';\n"
+                                      "select nope;\n.quit\nselect 1;\n"), out)
+    finally:
+        con.close()
+    text = out.getvalue()
+    assert "benchmark_matches" in text and "decontaminated" in text
+    assert "n\n" in text and "(1 row)" in text
+    assert text.count("error:") == 2 and "read-only" in text
+
+
+def test_shell_falls_back_to_python_without_duckdb_cli(root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))      # no duckdb binary on PATH
+    monkeypatch.setattr("sys.stdin", io.StringIO("select count(*) as clusters from splits;\n"))
+    assert main(["query", "--root", str(root), "--shell"]) == 0
+    captured = capsys.readouterr()
+    assert "duckdb CLI is not installed" in captured.err
+    assert "clusters" in captured.out and "(1 row)" in captured.out
+
+
+def readme_queries() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Example queries", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r'^derm1m query "(.+?)"$', section, re.M | re.S)
+
+
+def test_readme_example_queries_run(root: Path) -> None:
+    queries = readme_queries()
+    assert len(queries) >= 5
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for sql in queries:
+        cols, _ = run_query(sql, params, Path("/"))
+        assert cols, sql
