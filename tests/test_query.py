@@ -14,7 +14,7 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.errors import PipelineError
-from pipeline.query import connect, python_shell, run_query
+from pipeline.query import connect, python_shell, run_query, view_script
 from pipeline.tables import all_schemas
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,6 +114,20 @@ def test_shell_falls_back_to_python_without_duckdb_cli(root: Path, monkeypatch: 
     captured = capsys.readouterr()
     assert "duckdb CLI is not installed" in captured.err
     assert "clusters" in captured.out and "(1 row)" in captured.out
+
+
+def test_duckdb_cli_init_script_recreates_the_views(corpus: dict) -> None:
+    """What `--shell` hands the duckdb CLI (-init) builds the same views in a fresh database."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(view_script(corpus["params"], Path(".")))
+        n = con.execute("select count(*) from metadata").fetchone()[0]
+        views = {r[0] for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
+    finally:
+        con.close()
+    assert n == corpus["truth"]["n_pairs"] and views == {s.name for s in all_schemas()}
 
 
 def readme_queries() -> list[str]:
