@@ -216,7 +216,7 @@ print(f"RESULT {{wall}} {{peak[0]}}")
 """
 
 
-def section_stage(n: int, workers: int) -> None:
+def section_stage(n: int, workers: int, single: bool = True) -> None:
     import subprocess
     import tempfile
 
@@ -230,7 +230,7 @@ def section_stage(n: int, workers: int) -> None:
         params = relocate_outputs(load_params(REPO / "params.yaml"), root)
         params["annotate"]["ontology"] = str(REPO / "ontology/conditions.yaml")
         _write_pairs(root / "data/ingest/pairs.parquet", n)
-        for w in dict.fromkeys([1, workers]):
+        for w in dict.fromkeys([1, workers] if single else [workers]):
             params["ingest"]["workers"] = w
             (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
             script = _STAGE_SCRIPT.format(repo=str(REPO), params=str(root / "params.yaml"))
@@ -248,6 +248,7 @@ def main() -> None:
     ap.add_argument("--captions", type=int, default=1_000_000, help="synthetic captions for throughput")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--misses", action="store_true", help="list the dev rows we disagree on")
+    ap.add_argument("--no-single", action="store_true", help="stage: skip the one-worker run")
     args = ap.parse_args()
     if not SHARED.exists():
         sys.exit(f"{SHARED} not found: this benchmark needs the shared reference data beside the checkout")
@@ -263,7 +264,7 @@ def main() -> None:
     if "skincap" in args.only:
         section_skincap()
     if "stage" in args.only:
-        section_stage(args.captions, args.workers)
+        section_stage(args.captions, args.workers, single=not args.no_single)
 
 
 if __name__ == "__main__":
