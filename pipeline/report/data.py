@@ -34,10 +34,12 @@ class OntologyNode:
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list[tuple]:
+    """All rows of a query (bound parameters keep user-controlled values such as top_n out of the SQL)."""
     return con.execute(sql, params or []).fetchall()
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    """A count, with NULL (an empty table's sum or max) read as 0."""
     return int(con.execute(sql).fetchall()[0][0] or 0)
 
 

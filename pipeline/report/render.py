@@ -46,6 +46,7 @@ SECTIONS = (("overview", "Overview"), ("sources", "Sources"), ("conditions", "Co
 
 
 def esc(value: object) -> str:
+    """HTML-escape a cell; captions and reject details are untrusted text."""
     return html.escape("" if value is None else str(value))
 
 
@@ -65,6 +66,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]], numeric: Sequ
 
 
 def img(png: bytes, alt: str) -> str:
+    """An inline PNG (a data URI), so the page needs no file beside it."""
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
@@ -180,6 +182,7 @@ def _size_category(n: int) -> str:
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table; pipes in cells are escaped so descriptions cannot break the layout."""
     def cell(v: object) -> str:
         text = f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
         return text.replace("|", "\\|").replace("\n", " ")

@@ -133,6 +133,10 @@ def write_text(path: Path, text: str | bytes) -> None:
 
 
 def run(params: dict) -> StageResult:
+    """Build metrics.json, the figures, the plot CSVs, index.html and DATASET_CARD.md from the tables.
+
+    Params are checked before anything is read, so a typo is a one-line error, not a half report.
+    """
     cfg = section(params, "report", {"out": str, "top_n": int, "examples": int, "title": str})
     if cfg["top_n"] < 1 or cfg["examples"] < 0:
         raise PipelineError("params.yaml: report.top_n must be >= 1 and report.examples >= 0")
