@@ -10,6 +10,7 @@ CREATE, INSERT, ...) are refused.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -18,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -207,7 +208,7 @@ def view_script(params: dict, root: Path) -> str:
     return "".join(f"{sql.rstrip(';')};\n" for _, sql in rows)
 
 
-def python_shell(con: duckdb.DuckDBPyConnection, stdin: TextIO, stdout: TextIO,
+def python_shell(con: duckdb.DuckDBPyConnection, stdin: Iterable[str] | TextIO, stdout: TextIO,
                  prompt: Callable[[str], None] | None = None) -> int:
     """A small SQL loop over ``con``: statements end with ';', ``.tables`` lists views, ``.quit`` leaves.
 
@@ -254,9 +255,30 @@ def shell(params: dict, root: Path) -> int:
           "(statements end with ';', .tables, .quit)", file=sys.stderr)
     con = connect(params, root)
     try:
+        if sys.stdin.isatty():
+            return python_shell(con, _terminal_lines(), sys.stdout, prompt=_remember_prompt)
         return python_shell(con, sys.stdin, sys.stdout)
     finally:
         con.close()
+
+
+_PROMPT = ["derm1m> "]
+
+
+def _remember_prompt(text: str) -> None:
+    """On a terminal the prompt is shown by input() (so readline can redraw it), not printed."""
+    _PROMPT[0] = text
+
+
+def _terminal_lines() -> Iterator[str]:
+    """Lines typed at a terminal through input(), with readline's editing and history where available."""
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401  (importing it is what turns on line editing for input())
+    while True:
+        try:
+            yield input(_PROMPT[0]) + "\n"
+        except EOFError:
+            return
 
 
 def main(args: argparse.Namespace) -> int:

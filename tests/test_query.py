@@ -143,3 +143,45 @@ def test_readme_example_queries_run(root: Path) -> None:
     for sql in queries:
         cols, _ = run_query(sql, params, Path("/"))
         assert cols, sql
+
+
+def test_shell_on_a_terminal_reads_lines_with_input(root: Path, tmp_path: Path) -> None:
+    """Through a pseudo-terminal (the path people use): prompts, a continued statement, .quit."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "PATH": str(tmp_path)}          # no duckdb CLI: the Python shell
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "query", "--root", str(root), "--shell"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO)
+    os.close(slave)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 60) -> None:
+        nonlocal seen
+        end = time.monotonic() + timeout
+        while marker not in seen and time.monotonic() < end:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    return
+
+    try:
+        read_until(b"derm1m> ")
+        os.write(master, b"select count(*)\n")
+        read_until(b"...> ")
+        os.write(master, b"  as n from splits;\n")
+        read_until(b"(1 row)")
+        os.write(master, b".quit\n")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = seen.decode(errors="replace")
+    assert "duckdb CLI is not installed" in text and "(1 row)" in text
