@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline import ids
 from pipeline.errors import ConfigError
-from pipeline.executor import map_ordered
+from pipeline.executor import make_executor
 from pipeline.images.decode import ImageInfo, ImageProblem, validate_image
 from pipeline.params import section
 from pipeline.rejects import Reject
@@ -90,7 +90,9 @@ def run(params: dict) -> StageResult:
         # Validate each distinct file once, in parallel, in a deterministic order.
         unique_paths = sorted({str(p) for _, p, _ in accepted})
         check = functools.partial(validate_image, max_pixels=cfg["max_image_pixels"], min_side=cfg["min_side"])
-        infos = dict(zip(unique_paths, map_ordered(check, unique_paths, cfg["workers"], "validate images", "img"), strict=True))
+        with make_executor(params, cfg["workers"]) as ex:
+            checked = ex.map(check, unique_paths, "validate images", "img", inputs=[str(a.root) for a in adapters])
+        infos = dict(zip(unique_paths, checked, strict=True))
 
         pairs, images = [], {}
         for rec, path, rank in accepted:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipeline.corpus import join_corpus, table_paths
 from pipeline.errors import ConfigError
-from pipeline.executor import map_ordered
+from pipeline.executor import make_executor
 from pipeline.params import section
 from pipeline.rejects import Reject
 from pipeline.shards.writer import Sample, ShardOptions, encode_jpeg, write_split
@@ -53,7 +53,7 @@ def run(params: dict) -> StageResult:
     options = ShardOptions(cfg["max_samples_per_shard"], cfg["max_shard_bytes"],
                            f"max_side={cfg['max_side']},quality={cfg['jpeg_quality']},"
                            f"skip_reencode={cfg['skip_reencode']},captions={cfg['captions']}")
-    with Timer(StageResult("shard")) as result:
+    with Timer(StageResult("shard")) as result, make_executor(params, workers) as ex:
         paths_ = table_paths(params)
         pairs = read_table("pairs", paths_["pairs"])
         images = read_table("images", paths_["images"])
@@ -68,9 +68,11 @@ def run(params: dict) -> StageResult:
                                    skip_reencode=cfg["skip_reencode"])
         sha = dict(zip(images["image_id"], images["sha256"], strict=True))
 
+        ex.check_inputs({str(Path(p).parent) for p in frame["canonical_path"].dropna()})
+
         def jpeg_of(chunk: list[Sample]) -> list[bytes | None]:
             unique = sorted({s.image_path for s in chunk})
-            encoded = dict(zip(unique, map_ordered(encode, unique, workers, "encode", "img"), strict=True))
+            encoded = dict(zip(unique, ex.map(encode, unique, "encode", "img"), strict=True))
             return [encoded[s.image_path] for s in chunk]
 
         index_rows: list[dict] = []
