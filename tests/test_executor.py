@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.executor import SerialExecutor, executor_config, make_executor
@@ -94,20 +93,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unreachable_scheduler_is_a_one_line_error(tmp_path: Path) -> None:
-    """The CLI path: exit 2 and one line naming the address, no traceback."""
+def test_unreachable_scheduler_is_a_one_line_error(corpus: dict, tmp_path: Path) -> None:
+    """The CLI path: exit 2 and one line naming the address, no traceback.
+
+    Runs on the session corpus's demo source (a fresh clone has no data/demo of its own), with
+    ingest writing under tmp_path so the shared corpus is never touched.
+    """
+    import yaml
+
+    params = copy.deepcopy(corpus["params"])
+    params["ingest"]["out"] = str(tmp_path / "ingest")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params), encoding="utf-8")
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "derm1m"), "ingest", "--params", str(REPO / "params.yaml"),
+        [str(Path(sys.executable).parent / "derm1m"), "ingest", "--params", str(params_file),
          "--set", "executor.kind=dask", "--set", f"executor.scheduler_address=tcp://127.0.0.1:{_free_port()}",
          "--set", "executor.connect_timeout=1"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
         env={**os.environ, "TQDM_DISABLE": "1"})
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and "cannot reach a Dask scheduler" in lines[0], proc.stderr
     bad = subprocess.run(
-        [str(Path(sys.executable).parent / "derm1m"), "ingest", "--params", str(REPO / "params.yaml"),
-         "--set", "executor.kind=spark"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        [str(Path(sys.executable).parent / "derm1m"), "ingest", "--params", str(params_file),
+         "--set", "executor.kind=spark"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "executor.kind 'spark'" in bad.stderr and "Traceback" not in bad.stderr
 
 
