@@ -23,6 +23,11 @@ REASONS: dict[str, str] = {
     "record_malformed": "the source row lacks a required field or has an invalid value",
     "hash_failed": "the image could not be re-read for perceptual hashing",
     "shard_image_failed": "the image could not be re-encoded for the shard",
+    "source_file_unreadable": "a source's metadata file (CSV, JSON, JSONL, transcript) is missing or cannot be parsed",
+    "column_missing": "a source's metadata CSV lacks a column its adapter needs",
+    "timestamp_invalid": "a video keyframe's timestamp (file name or frames.csv) is not a time",
+    "image_path_case_mismatch": "the image path differs from the file on disk only in letter case (see detail)",
+    "subcaption_missing": "a figure panel's letter is not found in its compound caption",
     "decontaminated": "the pair's image (or its cluster/group) matches a benchmark image and was kept out of train"
                       " (see the decontaminated table)",
 }

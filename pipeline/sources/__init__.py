@@ -9,9 +9,11 @@ from pipeline.sources.demo import DemoAdapter
 from pipeline.sources.derm1m_release import Derm1MReleaseAdapter
 from pipeline.sources.folder import ImageFolderAdapter
 from pipeline.sources.ham10000 import HAM10000Adapter
+from pipeline.sources.public_dataset import PublicDatasetAdapter
 
 ADAPTERS: dict[str, type[SourceAdapter]] = {
-    cls.kind: cls for cls in (DemoAdapter, Derm1MReleaseAdapter, ImageFolderAdapter, HAM10000Adapter)
+    cls.kind: cls for cls in (DemoAdapter, Derm1MReleaseAdapter, ImageFolderAdapter, HAM10000Adapter,
+                               PublicDatasetAdapter)
 }
 
 __all__ = ["ADAPTERS", "SourceAdapter", "SourceRecord"]

@@ -1,0 +1,84 @@
+"""Shared readers for the source-kind adapters: every malformed file becomes a reject, not a traceback.
+
+``read_csv_rows`` in :mod:`pipeline.sources.base` raises on a missing file or column (right for
+the sources whose layout is fixed); the adapters for Derm1M's source kinds (video, article
+figures, forum, textbook, public datasets) read user-assembled files, so here a missing or
+unparsable file is a ``source_file_unreadable`` reject and a missing column a
+``column_missing`` reject, and ingest carries on with the other sources.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.rejects import Reject
+from pipeline.sources.base import SourceAdapter
+
+
+def rel(adapter: SourceAdapter, path: Path) -> str:
+    """``path`` relative to the adapter's root, as POSIX (for reject rows)."""
+    try:
+        return path.relative_to(adapter.root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def csv_rows(adapter: SourceAdapter, path: Path, required: list[str]) -> Iterator[tuple[int, dict[str, str]] | Reject]:
+    """(line, row) per CSV row, or one reject if the file is missing/unreadable or lacks a column."""
+    name = rel(adapter, path)
+    if not path.is_file():
+        yield adapter.reject(name, "source_file_unreadable", f"{name} not found", str(path))
+        return
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                yield adapter.reject(name, "column_missing", f"{name} lacks column(s) {missing}; found {header}", str(path))
+                return
+            for i, row in enumerate(reader, start=2):
+                yield i, {k: (v if v is not None else "").strip() for k, v in row.items() if k is not None}
+    except (OSError, csv.Error) as exc:
+        yield adapter.reject(name, "source_file_unreadable", f"{name}: {exc}", str(path))
+
+
+def read_json(adapter: SourceAdapter, path: Path) -> object | Reject:
+    """The parsed JSON document, or a ``source_file_unreadable`` reject."""
+    name = rel(adapter, path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
+    except OSError as exc:
+        return adapter.reject(name, "source_file_unreadable", f"cannot read {name}: {exc.strerror or exc}", str(path))
+    except ValueError as exc:
+        return adapter.reject(name, "source_file_unreadable", f"{name} is not valid JSON: {exc}", str(path))
+
+
+def jsonl_rows(adapter: SourceAdapter, path: Path) -> Iterator[tuple[int, dict] | Reject]:
+    """(line, object) per JSON Lines row; an unparsable line or a non-object is a reject of its own."""
+    name = rel(adapter, path)
+    try:
+        lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+    except OSError as exc:
+        yield adapter.reject(name, "source_file_unreadable", f"cannot read {name}: {exc.strerror or exc}", str(path))
+        return
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            yield adapter.reject(f"{name}:{i}", "record_malformed", f"{name} line {i} is not valid JSON: {exc}", str(path))
+            continue
+        if not isinstance(obj, dict):
+            yield adapter.reject(f"{name}:{i}", "record_malformed", f"{name} line {i} is not a JSON object", str(path))
+            continue
+        yield i, {k: ("" if v is None else v) for k, v in obj.items()}
+
+
+def text(value: object) -> str:
+    """A JSON/CSV field as a stripped string ('' for None)."""
+    return "" if value is None else str(value).strip()
