@@ -7,6 +7,7 @@ reject with a documented reason.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -138,3 +139,198 @@ def test_public_dataset_ingests_all_of_derm7pt(shared, tmp_path, capsys):
     with capsys.disabled():
         print(f"\nderm7pt via public_dataset: {result.rows_in} rows, {len(pairs)} pairs, {len(rejects)} rejects, "
               f"{pairs['source_label'].nunique()} labels")
+
+
+# -- textbook ------------------------------------------------------------------------------------
+
+def test_textbook_captions_with_book_and_chapter_context(tmp_path):
+    root = tmp_path / "book"
+    _jpeg(root / "figs/1.jpg")
+    _jpeg(root / "figs/2.jpg", (20, 30, 40))
+    (root / "captions.csv").write_text(
+        "image_path,caption,book,chapter\n"
+        "figs/1.jpg,Annular plaque of tinea corporis.,Atlas of Dermatology,Fungal infections\n"
+        "figs/1.jpg,Close-up of the active border.,Atlas of Dermatology,Fungal infections\n"
+        "figs/2.jpg,,Atlas of Dermatology,Eczema\n"
+        "figs/ghost.jpg,Missing file.,Atlas,Eczema\n"
+        "../outside.jpg,Escapes.,Atlas,Eczema\n", encoding="utf-8")
+    _, pairs, rejects = _ingest(tmp_path, [{"name": "atlas", "adapter": "textbook", "path": str(root)}])
+    assert Counter(rejects["reason"]) == {"caption_missing": 1, "image_missing": 1, "path_outside_root": 1}
+    assert pairs["caption_index"].tolist() == [0, 1]
+    assert set(pairs["context"]) == {"Atlas of Dermatology — Fungal infections"}
+    assert set(pairs["source_type"]) == {"edu"}
+    other = tmp_path / "nocol"
+    other.mkdir()
+    (other / "captions.csv").write_text("image,text\na.jpg,b\n", encoding="utf-8")
+    _, pairs, rejects = _ingest(tmp_path / "x", [{"name": "bad", "adapter": "textbook", "path": str(other)}])
+    assert pairs.empty and rejects["reason"].tolist() == ["column_missing"]
+
+
+# -- video ---------------------------------------------------------------------------------------
+
+VTT = """WEBVTT
+
+00:00:00.000 --> 00:00:04.000
+Today we look at a patient with psoriasis.
+
+00:00:04.000 --> 00:00:09.000
+Note the silvery scale on the elbow.
+
+00:00:30.000 --> 00:00:35.000
+Here is the nail pitting.
+"""
+
+SRT = """1
+00:00:01,000 --> 00:00:03,000
+This is lichen planus on the wrist.
+
+2
+00:00:20,000 --> 00:00:22,000
+Wickham striae are visible.
+"""
+
+
+def test_video_frames_paired_with_transcript_window(tmp_path):
+    root = tmp_path / "videos"
+    v1 = root / "vid1"
+    _jpeg(v1 / "frame_000002.0.jpg")
+    _jpeg(v1 / "frame_000032.5.jpg", (50, 60, 70))
+    _jpeg(v1 / "frame_000060.jpg", (70, 60, 50))       # nothing said within the window
+    _jpeg(v1 / "frame_abc.jpg", (10, 10, 10))          # not a timestamp
+    (v1 / "transcript.vtt").write_text(VTT, encoding="utf-8")
+    (v1 / "video.json").write_text(json.dumps({"title": "Psoriasis basics", "description": "Plaques and nails"}),
+                                   encoding="utf-8")
+    v2 = root / "vid2"                                  # SRT + frames.csv with HH:MM:SS timestamps
+    _jpeg(v2 / "kf/a.jpg", (90, 10, 10))
+    _jpeg(v2 / "kf/b.jpg", (10, 90, 10))
+    (v2 / "transcript.srt").write_text(SRT, encoding="utf-8")
+    (v2 / "frames.csv").write_text("file,timestamp\nkf/a.jpg,00:00:02\nkf/b.jpg,soon\n", encoding="utf-8")
+    v3 = root / "vid3"                                  # JSON segments
+    _jpeg(v3 / "frame_5.png", (1, 2, 3))
+    (v3 / "transcript.json").write_text(json.dumps({"segments": [{"start": 4, "end": 6, "text": "A bulla on the shin."}]}),
+                                        encoding="utf-8")
+    v4 = root / "vid4"                                  # malformed transcript
+    _jpeg(v4 / "frame_1.jpg")
+    (v4 / "transcript.vtt").write_text("not a webvtt file\n00:00 nonsense", encoding="utf-8")
+    v5 = root / "vid5"                                  # no transcript at all
+    _jpeg(v5 / "frame_1.jpg")
+    v6 = root / "vid6"                                  # unreadable JSON segments
+    _jpeg(v6 / "frame_1.jpg")
+    (v6 / "transcript.json").write_text("{oops", encoding="utf-8")
+    src = {"name": "yt", "adapter": "video", "path": str(root), "window_s": 3}
+    _, pairs, rejects = _ingest(tmp_path, [src])
+    assert Counter(rejects["reason"]) == {"caption_missing": 1, "timestamp_invalid": 2, "source_file_unreadable": 3}
+    by = pairs.set_index("source_record_id")
+    assert by.loc["vid1/frame_000002.0.jpg", "caption"] == ("Today we look at a patient with psoriasis. "
+                                                             "Note the silvery scale on the elbow.")
+    assert by.loc["vid1/frame_000032.5.jpg", "caption"] == "Here is the nail pitting."
+    assert by.loc["vid1/frame_000002.0.jpg", "context"] == "Psoriasis basics — Plaques and nails"
+    assert by.loc["vid1/frame_000002.0.jpg", "group_key"] == "vid1"
+    assert by.loc["vid2/kf/a.jpg", "caption"] == "This is lichen planus on the wrist."
+    assert by.loc["vid3/frame_5.png", "caption"] == "A bulla on the shin."
+    # a narrower window drops the second cue
+    _, pairs, _ = _ingest(tmp_path / "narrow", [{**src, "window_s": 0}])
+    assert pairs.set_index("source_record_id").loc["vid1/frame_000002.0.jpg", "caption"] == (
+        "Today we look at a patient with psoriasis.")
+
+
+def test_video_window_option_is_checked(tmp_path):
+    (tmp_path / "v").mkdir()
+    with pytest.raises(ConfigError):
+        ingest.build_adapters(_params(tmp_path, [{"name": "yt", "adapter": "video", "path": str(tmp_path / "v"),
+                                                  "window_s": "wide"}]))
+
+
+# -- article_figures -----------------------------------------------------------------------------
+
+def test_article_figures_compound_captions_split_per_panel(tmp_path):
+    root = tmp_path / "pmc"
+    for name in ("f1a.jpg", "f1b.jpg", "f2.jpg", "f3a.jpg", "f3c.jpg"):
+        _jpeg(root / "img" / name, (sum(map(ord, name)) % 200, 80, 80))
+    compound = "Bullous pemphigoid of the trunk. (A) Tense bullae on the abdomen. (B) Subepidermal split on histology."
+    rows = [
+        {"article_id": "PMC1", "figure_id": "F1", "image_path": "img/f1a.jpg", "caption": compound,
+         "article_title": "Bullous pemphigoid in the elderly", "panel": "A"},
+        {"article_id": "PMC1", "figure_id": "F1", "image_path": "img/f1b.jpg", "caption": compound,
+         "article_title": "Bullous pemphigoid in the elderly", "panel": "b"},
+        {"article_id": "PMC1", "figure_id": "F2", "image_path": "img/f2.jpg", "caption": "Figure 2. Dermoscopy.",
+         "article_title": "Bullous pemphigoid in the elderly"},
+        {"article_id": "PMC2", "figure_id": "F3", "image_path": "img/f3a.jpg",
+         "caption": "Clinical images. A, Plaque on the back. B, Close-up.", "article_title": "Psoriasis", "panel": "A"},
+        {"article_id": "PMC2", "figure_id": "F3", "image_path": "img/f3c.jpg",
+         "caption": "Clinical images. A, Plaque on the back. B, Close-up.", "article_title": "Psoriasis", "panel": "C"},
+        {"article_id": "PMC2", "figure_id": "", "image_path": "img/f3c.jpg", "caption": "x", "article_title": "P"},
+        {"article_id": "PMC2", "figure_id": "F9", "image_path": "img/none.jpg", "caption": "", "article_title": "P"},
+    ]
+    lines = [json.dumps(r) for r in rows] + ["{not json", "[1, 2]"]
+    (root / "figures.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _, pairs, rejects = _ingest(tmp_path, [{"name": "pmc", "adapter": "article_figures", "path": str(root)}])
+    assert Counter(rejects["reason"]) == {"record_malformed": 3, "caption_missing": 1, "subcaption_missing": 1}
+    by = pairs.set_index("source_record_id")
+    assert by.loc["PMC1/F1/A", "caption"] == "Bullous pemphigoid of the trunk. Tense bullae on the abdomen."
+    assert by.loc["PMC1/F1/B", "caption"] == "Bullous pemphigoid of the trunk. Subepidermal split on histology."
+    assert by.loc["PMC1/F2", "caption"] == "Figure 2. Dermoscopy."
+    assert by.loc["PMC2/F3/A", "caption"] == "Clinical images. Plaque on the back."
+    assert by.loc["PMC1/F1/A", "context"] == "Bullous pemphigoid in the elderly"
+    assert by.loc["PMC1/F1/A", "group_key"] == "PMC1"
+
+
+def test_article_figures_csv_and_caption_forms(tmp_path):
+    from pipeline.sources.article_figures import split_compound
+
+    assert split_compound("Figure 2. a) red papules b) blue nodule") == ("Figure 2.", {"A": "red papules",
+                                                                                       "B": "blue nodule"})
+    assert split_compound("Psoriasis (A) and eczema (B).") == ("", {"A": "Psoriasis", "B": "eczema"})
+    assert split_compound("No panels here (see text).") == ("No panels here (see text).", {})
+    root = tmp_path / "pmc"
+    _jpeg(root / "a.jpg")
+    (root / "figs.csv").write_text("article_id,figure_id,image_path,caption,article_title\n"
+                                   "PMC9,F1,a.jpg,A red plaque.,Eczema\n", encoding="utf-8")
+    (root / "bad.csv").write_text("article_id,image_path\nPMC9,a.jpg\n", encoding="utf-8")
+    _, pairs, rejects = _ingest(tmp_path, [
+        {"name": "ok", "adapter": "article_figures", "path": str(root), "figures": "figs.csv"},
+        {"name": "bad", "adapter": "article_figures", "path": str(root), "figures": "bad.csv"},
+        {"name": "gone", "adapter": "article_figures", "path": str(root)},
+    ])
+    assert pairs["caption"].tolist() == ["A red plaque."]
+    assert sorted(rejects["reason"]) == ["column_missing", "source_file_unreadable"]
+
+
+# -- forum ---------------------------------------------------------------------------------------
+
+def test_forum_posts_share_text_and_flag_language(tmp_path):
+    from pipeline.sources import ADAPTERS
+
+    root = tmp_path / "forum"
+    for name in ("p1a.jpg", "p1b.jpg", "p2.jpg", "p3.jpg", "p4.jpg"):
+        _jpeg(root / "img" / name, (sum(map(ord, name)) % 200, 40, 90))
+    thread = {"thread_id": "t1", "title": "Itchy rash on my arm", "posts": [
+        {"post_id": "p1", "body": "I have had this itchy round rash on my forearm for three weeks.",
+         "images": ["img/p1a.jpg", "img/p1b.jpg"],
+         "replies": [{"post_id": "r1", "body": "Looks like nummular eczema to me."},
+                     {"post_id": "p2", "body": "Mine looked like this before treatment with steroids.",
+                      "images": ["img/p2.jpg"]}]},
+        {"post_id": "p3", "body": "", "images": ["img/p3.jpg"]},
+        "not a post",
+    ]}
+    german = {"thread_id": "t2", "title": "Ausschlag", "posts": [
+        {"post_id": "p4", "body": "Seit einer Woche habe ich einen juckenden roten Ausschlag am Bein, was kann das sein?",
+         "images": ["img/p4.jpg", "img/missing.jpg"]}]}
+    (root / "threads.json").write_text(json.dumps([thread, {"title": "no posts"}]), encoding="utf-8")
+    (root / "de.json").write_text(json.dumps(german, ensure_ascii=False), encoding="utf-8")
+    (root / "broken.json").write_text("{\"thread_id\": ", encoding="utf-8")
+    src = {"name": "forum", "adapter": "forum", "path": str(root)}
+    _, pairs, rejects = _ingest(tmp_path, [src])
+    assert Counter(rejects["reason"]) == {"record_malformed": 2, "caption_missing": 1, "source_file_unreadable": 1,
+                                          "image_missing": 1}
+    by = pairs.set_index("source_record_id")
+    first = by.loc["t1/p1/img/p1a.jpg", "caption"]
+    assert first == by.loc["t1/p1/img/p1b.jpg", "caption"]
+    assert first.endswith("Reply: Looks like nummular eczema to me.") and "steroids" not in first
+    assert by.loc["t1/p2/img/p2.jpg", "caption"].startswith("Mine looked like this")
+    assert set(by["context"]) == {"Itchy rash on my arm", "Ausschlag"}
+    assert by.loc["t2/p4/img/p4.jpg", "caption"].startswith("Seit einer Woche")     # original text kept
+    assert by.loc["t2/p4/img/p4.jpg", "group_key"] == "t2"
+    languages = ADAPTERS["forum"]("forum", root).languages()
+    assert languages["t2/p4/img/p4.jpg"] == ("de", True)
+    assert languages["t1/p1/img/p1a.jpg"] == ("en", False)

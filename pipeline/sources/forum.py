@@ -1,0 +1,126 @@
+"""Adapter ``forum``: medical forum threads whose posts carry several images.
+
+Expected layout: JSON files under the source root (option ``threads``, a glob, default
+``*.json``), each one thread object or a list of them::
+
+    {"thread_id": "t1", "title": "Itchy rash on my arm", "url": "...",
+     "posts": [{"post_id": "p1", "body": "...", "images": ["img/p1a.jpg", "img/p1b.jpg"],
+                "replies": [{"post_id": "p2", "body": "Looks like nummular eczema.", "images": []}]}]}
+
+Image paths are relative to the source root. Every image of a post is one record and all of
+them share the post's text: its body plus, when ``include_replies`` (default true), the bodies
+of its replies without images of their own ("Reply: ..."); a reply with images is a post
+itself. The thread title is the context and the thread id the group key (a thread's images
+stay in one split).
+
+Language: each record's text is run through ``langdetect`` (seeded, so deterministic; it ships
+its language profiles and works offline); texts with fewer than 20 letters are ``und``. The
+records are :class:`ForumRecord` rows with ``language`` and ``non_english`` set; the text is
+kept as written (translation is out of scope). The pairs table has no language column yet, so
+ingest keeps only the caption; :meth:`ForumAdapter.languages` reports them per record.
+
+Rejects: an unreadable JSON file is ``source_file_unreadable``; a thread or post that is not
+an object, or a thread without ``posts`` list, is ``record_malformed``; a post with images but no
+text is ``caption_missing``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pipeline.rejects import Reject
+from pipeline.sources.base import SourceAdapter, SourceRecord
+from pipeline.sources.common import read_json, rel, text
+
+MIN_LETTERS = 20
+
+
+@dataclass(frozen=True)
+class ForumRecord(SourceRecord):
+    language: str = "und"
+    non_english: bool = False
+
+
+def detect_language(value: str) -> str:
+    """ISO 639-1 code of ``value`` (seeded langdetect), or ``und`` when too short or undetectable."""
+    if sum(ch.isalpha() for ch in value) < MIN_LETTERS:
+        return "und"
+    from langdetect import DetectorFactory, detect
+    from langdetect.lang_detect_exception import LangDetectException
+
+    DetectorFactory.seed = 0
+    try:
+        return detect(value)
+    except LangDetectException:
+        return "und"
+
+
+class ForumAdapter(SourceAdapter):
+    kind = "forum"
+    options_spec = {"threads": (str, "*.json"), "include_replies": (bool, True), "licence": (str, ""),
+                    "source_type": (str, "forum")}
+
+    def languages(self) -> dict[str, tuple[str, bool]]:
+        """record id -> (language, non-English flag), for every record the adapter yields."""
+        return {r.record_id: (r.language, r.non_english) for r in self.records() if isinstance(r, ForumRecord)}
+
+    def records(self) -> Iterator[SourceRecord | Reject]:
+        for path in sorted(self.root.glob(self.options["threads"])):
+            if not path.is_file():
+                continue
+            doc = read_json(self, path)
+            if isinstance(doc, Reject):
+                yield doc
+                continue
+            threads = doc if isinstance(doc, list) else [doc]
+            for i, thread in enumerate(threads):
+                yield from self._thread(rel(self, path), i, thread)
+
+    def _thread(self, fname: str, i: int, thread: object) -> Iterator[SourceRecord | Reject]:
+        if not isinstance(thread, dict) or not isinstance(thread.get("posts"), list):
+            yield self.reject(f"{fname}#{i}", "record_malformed", "a thread must be an object with a posts list", fname)
+            return
+        tid = text(thread.get("thread_id")) or f"{fname}#{i}"
+        title = text(thread.get("title"))
+        licence = text(thread.get("licence")) or self.options["licence"]
+        stack = [(p, f"{tid}/{j}") for j, p in enumerate(thread["posts"])]
+        while stack:
+            post, fallback = stack.pop(0)
+            if not isinstance(post, dict):
+                yield self.reject(fallback, "record_malformed", "a post must be a JSON object", fname)
+                continue
+            pid = f"{tid}/{text(post.get('post_id')) or fallback.rsplit('/', 1)[-1]}"
+            replies = post.get("replies") or []
+            if not isinstance(replies, list):
+                yield self.reject(pid, "record_malformed", "replies must be a list", fname)
+                replies = []
+            images = post.get("images") or []
+            if not isinstance(images, list):
+                yield self.reject(pid, "record_malformed", "images must be a list of paths", fname)
+                images = []
+            body = text(post.get("body"))
+            reply_texts = []
+            for k, reply in enumerate(replies):
+                if isinstance(reply, dict) and reply.get("images"):
+                    stack.append((reply, f"{pid}.{k}"))
+                elif isinstance(reply, dict):
+                    if text(reply.get("body")):
+                        reply_texts.append(text(reply.get("body")))
+                else:
+                    yield self.reject(f"{pid}.{k}", "record_malformed", "a reply must be a JSON object", fname)
+            if not images:
+                continue
+            parts = [body] + ([f"Reply: {r}" for r in reply_texts] if self.options["include_replies"] else [])
+            caption = " ".join(p for p in parts if p)
+            if not caption:
+                for image in images:
+                    yield self.reject(f"{pid}/{text(image)}", "caption_missing", "post has images but no text", text(image))
+                continue
+            lang = detect_language(caption)
+            for image in images:
+                yield ForumRecord(
+                    source=self.name, source_type=self.options["source_type"], record_id=f"{pid}/{text(image)}",
+                    image_relpath=text(image), caption=caption, licence=licence, context=title,
+                    source_label=None, group_key=tid, language=lang, non_english=lang not in ("en", "und"),
+                )
