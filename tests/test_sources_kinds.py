@@ -334,3 +334,22 @@ def test_forum_posts_share_text_and_flag_language(tmp_path):
     languages = ADAPTERS["forum"]("forum", root).languages()
     assert languages["t2/p4/img/p4.jpg"] == ("de", True)
     assert languages["t1/p1/img/p1a.jpg"] == ("en", False)
+
+
+def test_odd_json_values_are_rejects_not_tracebacks(tmp_path):
+    forum, pmc, notdir = tmp_path / "forum", tmp_path / "pmc", tmp_path / "file.txt"
+    forum.mkdir()
+    pmc.mkdir()
+    notdir.write_text("x", encoding="utf-8")
+    (forum / "t.json").write_text(json.dumps({"thread_id": "t", "posts": [
+        {"post_id": "p", "body": "text", "images": [None, 3, {"x": 1}]}, {"post_id": "q", "images": "a.jpg"}]}),
+        encoding="utf-8")
+    (pmc / "figures.jsonl").write_text(json.dumps({"article_id": "A", "figure_id": "F", "image_path": ["x.jpg"],
+                                                   "caption": {"text": "y"}}) + "\n", encoding="utf-8")
+    _, pairs, rejects = _ingest(tmp_path, [
+        {"name": "forum", "adapter": "forum", "path": str(forum)},
+        {"name": "pmc", "adapter": "article_figures", "path": str(pmc)},
+        {"name": "yt", "adapter": "video", "path": str(notdir)},
+    ])
+    assert pairs.empty
+    assert Counter(rejects["reason"]) == {"record_malformed": 5, "source_file_unreadable": 1}

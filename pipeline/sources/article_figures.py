@@ -82,6 +82,10 @@ class ArticleFiguresAdapter(SourceAdapter):
                 yield item
                 continue
             line, raw = item
+            odd = [k for k in [*FIELDS, "panel", "licence"] if isinstance(raw.get(k), (list, dict, bool))]
+            if odd:
+                yield self.reject(f"line-{line}", "record_malformed", f"line {line}: {odd} must be text, not lists or objects")
+                continue
             row = {k: text(raw.get(k)) for k in [*FIELDS, "panel", "licence"]}
             article, figure, image, panel = row["article_id"], row["figure_id"], row["image_path"], row["panel"].upper()
             rid = "/".join(v for v in (article, figure, panel) if v) or f"line-{line}"

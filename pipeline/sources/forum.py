@@ -20,7 +20,8 @@ kept as written (translation is out of scope). The pairs table has no language c
 ingest keeps only the caption; :meth:`ForumAdapter.languages` reports them per record.
 
 Rejects: an unreadable JSON file is ``source_file_unreadable``; a thread or post that is not
-an object, or a thread without ``posts`` list, is ``record_malformed``; a post with images but no
+an object, a thread without ``posts`` list, or an image entry that is not a path, is
+``record_malformed``; JSON files outside the root (a ``threads`` glob with ``..``) are not read; a post with images but no
 text is ``caption_missing``.
 """
 
@@ -66,8 +67,9 @@ class ForumAdapter(SourceAdapter):
         return {r.record_id: (r.language, r.non_english) for r in self.records() if isinstance(r, ForumRecord)}
 
     def records(self) -> Iterator[SourceRecord | Reject]:
+        root = self.root.resolve()
         for path in sorted(self.root.glob(self.options["threads"])):
-            if not path.is_file():
+            if not path.is_file() or root not in path.resolve().parents:
                 continue
             doc = read_json(self, path)
             if isinstance(doc, Reject):
@@ -118,7 +120,10 @@ class ForumAdapter(SourceAdapter):
                     yield self.reject(f"{pid}/{text(image)}", "caption_missing", "post has images but no text", text(image))
                 continue
             lang = detect_language(caption)
-            for image in images:
+            for k, image in enumerate(images):
+                if not isinstance(image, str) or not image.strip():
+                    yield self.reject(f"{pid}/image-{k}", "record_malformed", f"image {k} is not a path: {image!r}", fname)
+                    continue
                 yield ForumRecord(
                     source=self.name, source_type=self.options["source_type"], record_id=f"{pid}/{text(image)}",
                     image_relpath=text(image), caption=caption, licence=licence, context=title,

@@ -97,6 +97,9 @@ class VideoAdapter(SourceAdapter):
             raise ConfigError(f"params.yaml: ingest source {name!r} (video): window_s must be >= 0")
 
     def records(self) -> Iterator[SourceRecord | Reject]:
+        if not self.root.is_dir():
+            yield self.reject(self.root.name, "source_file_unreadable", f"{self.root} is not a folder of videos")
+            return
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             yield from self._video(folder)
 
