@@ -31,7 +31,6 @@ import argparse
 import csv
 import multiprocessing as mp
 import os
-import platform
 import re
 import sys
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import machine  # noqa: E402
 from pipeline.text.agreement import score, score_metadata  # noqa: E402
 from pipeline.text.annotator import Annotator  # noqa: E402
 from pipeline.text.ontology import Ontology, project_ontology  # noqa: E402
@@ -51,10 +51,6 @@ DERM1M_ONTOLOGY = SHARED / "reference/derm1m/ontology.json"
 DERMNET = SHARED / "corpus/dermnet"
 SECTIONS = ("conditions", "dermnet", "throughput", "metadata", "skincap", "stage")
 SKINCAP = SHARED / "reference/skincap/skin_cap_meta_100.csv"
-
-
-def machine() -> str:
-    return f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}"
 
 
 def table(title: str, rows: list[tuple[str, str]]) -> None:

@@ -23,7 +23,6 @@ import argparse
 import csv
 import io
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import machine, require_shared_corpus  # noqa: E402
 from pipeline.images.benchmarks import list_images  # noqa: E402
 from pipeline.images.find import cluster_rows  # noqa: E402
 from pipeline.images.hashing import HashedImage, hash_paths  # noqa: E402
@@ -274,12 +274,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--quick", action="store_true", help="smaller (c) sample")
     args = ap.parse_args()
-    if not (args.shared / "corpus").exists():
-        sys.exit(f"no {args.shared / 'corpus'}: this benchmark needs the shared reference images")
+    require_shared_corpus(args.shared)
     os.environ.setdefault("TQDM_DISABLE", "1")
     if args.quick:
         args.originals, args.unrelated = 90, 600
-    print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}; "
+    print(f"machine: {machine()}; "
           f"hashing with {args.workers} processes")
     t0 = time.perf_counter()
     dermnet_copies(args.shared, args.radius, args.workers)

@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import machine, require_shared_corpus  # noqa: E402
 from pipeline.executor import DaskExecutor, Executor, LocalExecutor, SerialExecutor  # noqa: E402
 from pipeline.images.benchmarks import list_images  # noqa: E402
 from pipeline.images.hashing import CHUNK, HashedImage  # noqa: E402
@@ -55,14 +56,13 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=3000, help="images (0 = all)")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved timed rounds (best kept)")
     args = ap.parse_args()
-    if not (args.shared / "corpus").exists():
-        sys.exit(f"no {args.shared / 'corpus'}: this benchmark needs the shared reference images")
+    require_shared_corpus(args.shared)
     os.environ.setdefault("TQDM_DISABLE", "1")
     paths = sample_paths(args.shared, args.limit)
     for p in paths:  # warm page cache: every executor reads the same cached bytes
         Path(p).read_bytes()
     cores = os.cpu_count() or 1
-    print(f"machine: {cores} CPUs, Python {platform.python_version()}, {platform.platform()}, "
+    print(f"machine: {machine()}, "
           f"{platform.processor() or platform.machine()}; load average {os.getloadavg()[0]:.2f}")
     print(f"{len(paths)} real images from {', '.join(FOLDERS)}; fast pHash in {CHUNK}-file batches, several per task")
 

@@ -14,7 +14,6 @@ reference and fast hashes of the same file. Files are read once first (warm page
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import sys
 import time
@@ -27,6 +26,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import machine, require_shared_corpus  # noqa: E402
 from pipeline.images.benchmarks import list_images  # noqa: E402
 from pipeline.images.hashing import DRAFT_SIDE, HASH_METHODS, HashedImage, hash_files  # noqa: E402
 
@@ -58,9 +58,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="images per folder (0 = all)")
     ap.add_argument("--repeats", type=int, default=2, help="timed passes per path (the best is kept)")
     args = ap.parse_args()
-    if not (args.shared / "corpus").exists():
-        sys.exit(f"no {args.shared / 'corpus'}: this benchmark needs the shared reference images")
-    print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}, "
+    require_shared_corpus(args.shared)
+    print(f"machine: {machine()}, "
           f"{platform.processor() or platform.machine()}; one process; rates are images per CPU-second "
           "(= per core, unaffected by other load)")
     print(f"fast = {HASH_METHODS['fast']} (JPEG decode at 1/2-1/8 scale to >= {DRAFT_SIDE} px via simplejpeg or "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import machine  # noqa: E402
 from pipeline.params import load_params, relocate_outputs  # noqa: E402
 from pipeline.stages.order import stage_functions  # noqa: E402
 
@@ -47,7 +47,7 @@ def main() -> None:
                 rows.append((name, time.perf_counter() - t0, result.rows_in, result.rows_out))
         finally:
             os.chdir(cwd)
-    print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}")
+    print(f"machine: {machine()}")
     print(f"demo: {args.images} unique images, workers {args.workers}")
     print(f"{'stage':<12} {'seconds':>8} {'rows in':>8} {'rows out':>8} {'rows/s':>9}")
     for name, secs, rin, rout in rows:

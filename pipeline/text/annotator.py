@@ -209,6 +209,7 @@ class Annotator:
     def __init__(self, ontology: Ontology, concepts: list[Entry], sites: list[Entry], symptoms: list[Entry],
                  reference: Ontology | None = None, conditions_only: bool = False) -> None:
         self.ontology = ontology
+        self._label_cache: dict[str, list[str]] = {}
         self.matcher = VocabularyMatcher(overlap_groups={"sign": "condition"}, nested={"concept"})
         terms = list(ontology.terms())
         walk = None
@@ -299,11 +300,14 @@ class Annotator:
         over the label text, so "Anal cancer and anal canal cancer" or "Tinea (ringworm) images"
         still find their node. Negation cues do not apply to a label.
         """
-        found = self.ontology.resolve(label)
-        if found:
-            return found
-        _, mentions = self.matcher(label)
-        return self._most_specific([m.label for m in mentions if m.kind == "condition"])
+        cached = self._label_cache.get(label)
+        if cached is None:   # a source repeats a handful of labels over thousands of pairs
+            cached = self.ontology.resolve(label)
+            if not cached:
+                _, mentions = self.matcher(label)
+                cached = self._most_specific([m.label for m in mentions if m.kind == "condition"])
+            self._label_cache[label] = cached
+        return list(cached)
 
     def diagnose(self, caption: str, context: str = "", source_label: str = "",
                  matched: tuple[Doc, list[Mention]] | None = None) -> Diagnosis:

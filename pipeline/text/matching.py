@@ -53,16 +53,13 @@ def blank_nlp() -> spacy.language.Language:
 
 
 SENTENCE_END = {".", "!", "?"}
-_CUE_LENGTHS = range(1, 1 + max(len(c) for cues in (PRE_NEGATION, POST_NEGATION, PRE_DIFFERENTIAL,
-                                                    POST_DIFFERENTIAL) for c in cues))
-
-
-_FIRST_WORDS = {id(cues): {c[0] for c in cues} for cues in (PRE_NEGATION, POST_NEGATION, PRE_DIFFERENTIAL, POST_DIFFERENTIAL)}
+_ALL_CUES = (PRE_NEGATION, POST_NEGATION, PRE_DIFFERENTIAL, POST_DIFFERENTIAL)
+_CUE_LENGTHS = range(1, 1 + max(len(c) for cues in _ALL_CUES for c in cues))
+_CUE_STARTS = {c[0] for cues in _ALL_CUES for c in cues}   # a cheap filter before the tuple lookups
 
 
 def _has_cue(words: list[str], cues: set[tuple[str, ...]]) -> bool:
-    first = _FIRST_WORDS[id(cues)]
-    return any(tuple(words[i:i + n]) in cues for i, w in enumerate(words) if w in first for n in _CUE_LENGTHS)
+    return any(tuple(words[i:i + n]) in cues for i, w in enumerate(words) if w in _CUE_STARTS for n in _CUE_LENGTHS)
 
 
 def mention_status(doc: Doc, start: int, end: int) -> str:

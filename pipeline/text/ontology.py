@@ -308,8 +308,9 @@ class Ontology:
                 visit(kid, node.id, name, (*trail, kid))
 
         visit("root", "root", "", ("root",))
+        placed = {n.name for n in onto.nodes.values()}
         for name in parents:
-            if not any(n.name == name for n in onto.nodes.values()):
+            if name not in placed:
                 raise PipelineError(f"{path}: node {name!r} is not reachable from 'root'")
         return onto
 
