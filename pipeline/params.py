@@ -87,7 +87,7 @@ def section(params: dict, name: str, required: dict[str, type | tuple[type, ...]
 
 
 def relocate_outputs(params: dict, root: str | Path) -> dict:
-    """A copy of ``params`` whose stage outputs (and the demo source) live under ``root``.
+    """A copy of ``params`` whose stage outputs (and the demo corpus's sources) live under ``root``.
 
     Used by tests and benchmarks to run the real stages in a scratch directory without touching
     the repository's own outputs. Vocabulary and ontology sources still point at the repository.
@@ -97,7 +97,12 @@ def relocate_outputs(params: dict, root: str | Path) -> dict:
     p = copy.deepcopy(params)
     p["demo"]["out"] = str(root / "data/demo")
     p["ingest"]["out"] = str(root / "data/ingest")
-    p["ingest"]["sources"] = [{"name": "demo", "adapter": "demo", "path": p["demo"]["out"]}]
+    # The sources that read the demo corpus move with it; other sources are dropped.
+    demo_out = Path(params["demo"]["out"])
+    p["ingest"]["sources"] = [
+        {**src, "path": str(Path(p["demo"]["out"]) / Path(src["path"]).relative_to(demo_out))}
+        for src in p["ingest"]["sources"] if Path(src["path"]) == demo_out or demo_out in Path(src["path"]).parents
+    ]
     for stage in ("dedup", "annotate", "truncate", "split", "metadata"):
         p[stage]["out"] = str(root / f"data/{stage}")
     p["ontology"]["source"] = str(repo / p["ontology"]["source"])

@@ -356,8 +356,9 @@ def test_find_duplicates_dermnet_byte_copies(shared: Path, tmp_path: Path) -> No
 # -- decontamination and splits --------------------------------------------------------------------
 
 def test_decontamination_removes_train_groups(corpus: dict, tmp_path: Path) -> None:
-    """Benchmark copies of train images take their whole cluster out of train, into the
-    decontaminated table with the matching benchmark image; other splits keep theirs."""
+    """Benchmark copies of train images take their whole cluster (and split group: the demo's
+    videos, threads and patients are group keys) out of train, into the decontaminated table with
+    the matching benchmark image; other splits keep theirs."""
     params = copy.deepcopy(corpus["params"])
     params["dedup"]["out"] = str(tmp_path / "dedup")
     params["split"]["out"] = str(tmp_path / "split")
@@ -382,12 +383,14 @@ def test_decontamination_removes_train_groups(corpus: dict, tmp_path: Path) -> N
     removed = read_table("decontaminated", tmp_path / "split/decontaminated.parquet")
     new = read_table("splits", tmp_path / "split/splits.parquet").set_index("cluster_id")["split"]
     assert set(matches["image_id"]) >= set(train["image_id"]) | set(other["image_id"])
-    gone = set(train["cluster_id"])
+    gone = set(splits.loc[splits["split_group"].isin(train["split_group"]), "cluster_id"])
+    assert gone >= set(train["cluster_id"])
     assert set(removed["cluster_id"]) == gone and (new[list(gone)] == "decontaminated").all()
     assert new[other["cluster_id"].iloc[0]] != "decontaminated"
     expected_images = set(clusters[clusters["cluster_id"].isin(gone)]["image_id"])
     assert set(removed["image_id"]) == expected_images
-    assert set(removed["via"]) <= {"match", "duplicate"} and (removed["via"] == "match").any()
+    assert set(removed["via"]) <= {"match", "duplicate", "group"} and (removed["via"] == "match").any()
+    assert set(removed.loc[removed["via"] == "group", "cluster_id"]) <= gone - set(train["cluster_id"])
     assert removed["benchmark_path"].str.startswith(str(bench)).all() and (removed["distance"] <= 8).all()
     assert (removed["hash_method"] == FAST).all()
     assert result.extra["decontaminated"] == len(gone)

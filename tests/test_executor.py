@@ -240,8 +240,9 @@ def test_real_cluster_matches_local_and_reports_unshared_inputs(corpus: dict, tm
         # they do not share): one clear error, not a table full of image_missing rejects.
         monkeypatch.chdir(Path(ref["demo"]["out"]).parent.parent)
         relative = _with_executor(ref, tmp_path / "relative", kind="dask", scheduler_address=cluster.address)
-        relative["ingest"]["sources"] = [{"name": "demo", "adapter": "demo", "path": "data/demo"}]
-        with pytest.raises(PipelineError, match=r"cannot read 'data/demo'.*storage every worker"):
+        relative["ingest"]["sources"] = [{**src, "path": os.path.relpath(src["path"])}
+                                         for src in ref["ingest"]["sources"]]
+        with pytest.raises(PipelineError, match=r"cannot read 'data/demo/.*storage every worker"):
             _run_image_stages(relative, ("ingest",))
 
 

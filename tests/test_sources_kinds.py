@@ -234,6 +234,22 @@ def test_video_frames_paired_with_transcript_window(tmp_path):
         "Today we look at a patient with psoriasis.")
 
 
+def test_video_cue_times_keep_their_milliseconds(tmp_path):
+    """A cue ending at 9.900 s is outside the window of a frame at 15.0 s with window_s 5 (webvtt-py's
+    start_in_seconds would read it as 9 s, and a cue starting at 20.100 s as 20 s, inside)."""
+    from pipeline.sources.video import read_transcript
+
+    v = tmp_path / "videos/v1"
+    _jpeg(v / "frame_000015.0.jpg")
+    (v / "transcript.vtt").write_text("WEBVTT\n\n00:00:05.500 --> 00:00:09.900\nBefore the frame.\n\n"
+                                     "00:00:12.250 --> 00:00:17.750\nPsoriasis on the elbow.\n\n"
+                                     "00:00:20.100 --> 00:00:24.000\nAfter the frame.\n", encoding="utf-8")
+    assert read_transcript(v / "transcript.vtt")[0][:2] == (5.5, 9.9)
+    _, pairs, _ = _ingest(tmp_path, [{"name": "yt", "adapter": "video", "path": str(tmp_path / "videos"),
+                                      "window_s": 5}])
+    assert pairs["caption"].tolist() == ["Psoriasis on the elbow."]
+
+
 def test_video_window_option_is_checked(tmp_path):
     (tmp_path / "v").mkdir()
     with pytest.raises(ConfigError):

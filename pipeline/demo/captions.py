@@ -1,9 +1,13 @@
-"""Caption templates in the styles of Derm1M's five source kinds.
+"""Caption text in the styles of Derm1M's five source kinds, as each kind's raw layout holds it.
 
-YouTube narration, PubMed figure captions, forum posts (with age, sex and history), public
-dataset templates and textbook text. Each caption names a condition (sometimes by synonym,
-abbreviation or plural), visual concepts, a body site, and sometimes a negated finding, so the
-annotate stage has real work to do and the tests know the expected answer.
+YouTube narration (transcript sentences around a keyframe), PubMed figure captions (single and
+compound, panel by panel), forum posts and their replies (with age, sex and history), and
+textbook captions. Public-dataset captions are not written here: the ``public_dataset``
+adapter builds them from the metadata row, so the generator draws facts its template states.
+Each caption names a condition (sometimes by synonym, abbreviation or plural), visual concepts,
+a body site, and sometimes a negated finding, so the annotate stage has real work to do and the
+tests know the expected answer. Every caption is a full dermatology sentence of well over three
+words, so caption filters (too short, not dermatology) keep it.
 """
 
 from __future__ import annotations
@@ -71,7 +75,10 @@ class CaptionFacts:
 
 
 def draw_facts(rng: np.random.Generator, style: str, condition: str | None = None) -> CaptionFacts:
-    """Draw what one caption will say; ``condition`` pins the condition (copies of one image)."""
+    """Draw what one caption will say; ``condition`` pins the condition (copies of one image).
+
+    ``style`` is the source kind (video, pmc, forum, textbook): pmc and forum text names a person.
+    """
     if condition is None:
         cond, spellings = CONDITIONS[int(rng.integers(0, len(CONDITIONS)))]
     else:
@@ -79,7 +86,7 @@ def draw_facts(rng: np.random.Generator, style: str, condition: str | None = Non
     picks = rng.choice(len(CONCEPT_PHRASES), size=int(rng.integers(1, 3)), replace=False)
     concepts = tuple(CONCEPT_PHRASES[int(i)][0] for i in sorted(picks))
     site = SITES[int(rng.integers(0, len(SITES)))]
-    with_person = style in ("pubmed", "forum", "public")  # the styles whose template names a person
+    with_person = style in ("pmc", "forum", "public")  # the kinds whose text names a person
     age = int(rng.integers(2, 90)) if with_person else None
     sex = ("male", "female")[int(rng.integers(0, 2))] if with_person else None
     negated = None
@@ -94,14 +101,12 @@ def _concept_text(facts: CaptionFacts) -> str:
     return " and ".join(phrases)
 
 
-def _person(facts: CaptionFacts, style: str) -> str:
+def _person(facts: CaptionFacts) -> str:
     if facts.age is None or facts.sex is None:
         return "a patient"
     noun = {"male": "man", "female": "woman"}[facts.sex]
-    if facts.age < 13:
+    if facts.age < 18:
         noun = {"male": "boy", "female": "girl"}[facts.sex]
-    if style == "public":
-        noun = f"{facts.sex} patient"
     return f"a {facts.age}-year-old {noun}"
 
 
@@ -111,51 +116,102 @@ def _negation(facts: CaptionFacts) -> str:
     return " " + dict(NEGATED_FINDINGS)[facts.negated]
 
 
-def render_caption(style: str, facts: CaptionFacts, rng: np.random.Generator) -> tuple[str, str]:
-    """Return (caption, context) for one record in the given source style."""
-    c, ctext, site = facts.condition, facts.condition_text, facts.site
-    concepts = _concept_text(facts)
-    person = _person(facts, style)
-    if style == "youtube":
-        opener = ["So here you can see", "Now in this one we have", "Okay, look at"][int(rng.integers(0, 3))]
-        caption = (f"{opener} {concepts} on the {site}, which is really typical of {ctext}."
-                   f"{_negation(facts)} Treatment usually starts with topical therapy.")
-        if rng.random() < 0.3:  # long narration: more than the text encoder's 77 tokens
-            caption += (" And I always tell my residents, when you see this kind of picture in clinic, take a"
-                        " careful history, ask about triggers, medications, family history and previous"
-                        " treatments, because the course of the disease and the response to therapy will"
-                        " guide you, and always consider a biopsy, dermoscopy and cultures, whenever the"
-                        " presentation is atypical or it does not respond as expected.")
-        context = f"Dermatology lecture: recognising {c}"
-    elif style == "pubmed":
-        fig = int(rng.integers(1, 7))
-        caption = (f"Figure {fig}. Clinical photograph of {person} showing {concepts} on the {site}, "
-                   f"consistent with {ctext}.{_negation(facts)}")
-        context = f"A case report of {c} with atypical presentation"
-    elif style == "forum":
-        pron = {"male": "his", "female": "her", None: "their"}[facts.sex]
-        caption = (f"My {facts.age} year old {'son' if facts.sex == 'male' else 'daughter'} has had "
-                   f"{concepts} on {pron} {site} for three weeks and it keeps getting worse. "
-                   f"Doctor's reply: this looks like {ctext}.{_negation(facts)}")
-        context = "Help: what is this rash?"
-    elif style == "public":
-        caption = (f"This is a dermoscopic image of {ctext} on the {site} of {person}. "
-                   f"The lesion shows {concepts}.")
-        context = ""
-    elif style == "textbook":
-        caption = (f"{ctext[0].upper() + ctext[1:]}: {concepts} on the {site}.{_negation(facts)} "
-                   f"Note the typical distribution of the lesions.")
-        context = f"Chapter: {c}"
+LONG_NARRATION = [  # appended to some narrations: more than the text encoder's 77 tokens
+    "And I always tell my residents, when you see this kind of picture in clinic, take a careful history,"
+    " ask about triggers, medications, family history and previous treatments, because the course of the"
+    " disease and the response to therapy will guide you.",
+    "Always consider a biopsy, dermoscopy and cultures whenever the presentation is atypical or the skin"
+    " does not respond as expected.",
+]
+
+
+# Speech between keyframes: in the transcript, never in a frame's caption.
+VIDEO_INTRO = "Welcome back to the channel. Today we are going through some skin cases from clinic."
+FILLER_SENTENCES = ["Let's move on to the next case.", "Keep that picture in mind for the quiz at the end.",
+                    "Right, next slide."]
+
+
+def video_sentences(facts: CaptionFacts, rng: np.random.Generator) -> list[str]:
+    """What the narrator says while a keyframe is on screen: one transcript cue per sentence."""
+    opener = ["So here you can see", "Now in this one we have", "Okay, look at"][int(rng.integers(0, 3))]
+    sentences = [f"{opener} {_concept_text(facts)} on the {facts.site}, which is really typical of "
+                 f"{facts.condition_text}."]
+    if facts.negated is not None:
+        sentences.append(dict(NEGATED_FINDINGS)[facts.negated])
+    sentences.append("Treatment usually starts with topical therapy.")
+    if rng.random() < 0.3:
+        sentences.extend(LONG_NARRATION)
+    return sentences
+
+
+def figure_caption(facts: CaptionFacts, figure: int) -> str:
+    """A PubMed-style caption of a single-image figure."""
+    return (f"Figure {figure}. Clinical photograph of {_person(facts)} showing {_concept_text(facts)} on the "
+            f"{facts.site}, consistent with {facts.condition_text}.{_negation(facts)}")
+
+
+def panel_subcaption(facts: CaptionFacts) -> str:
+    """One panel's text inside a compound caption ("(A) A 45-year-old man with ...")."""
+    person = _person(facts)
+    return (f"{person[0].upper() + person[1:]} with {_concept_text(facts)} on the {facts.site}, consistent with "
+            f"{facts.condition_text}.{_negation(facts)}")
+
+
+def forum_post(facts: CaptionFacts, n_images: int) -> tuple[str, str]:
+    """(post body, the text-only reply that names the condition)."""
+    photos = " I attached a few photos." if n_images > 1 else ""
+    if facts.age is not None and facts.age >= 18:  # adults write about themselves, parents about a child
+        who = f"I am a {facts.age} year old {'man' if facts.sex == 'male' else 'woman'} and I have"
+        pron = "my"
     else:
-        raise ValueError(f"unknown caption style {style!r}")
-    return caption, context
+        who = f"My {facts.age} year old {'son' if facts.sex == 'male' else 'daughter'} has"
+        pron = {"male": "his", "female": "her", None: "their"}[facts.sex]
+    body = (f"{who} had {_concept_text(facts)} on {pron} {facts.site} for three weeks and it keeps getting "
+            f"worse.{photos}")
+    return body, f"Doctor here: this looks like {facts.condition_text}.{_negation(facts)}"
 
 
-STYLES: dict[str, tuple[str, str]] = {
-    # style: (Derm1M-like source name, source_type)
-    "youtube": ("youtube", "edu"),
-    "pubmed": ("pubmed", "knowledge"),
-    "forum": ("forum", "forum"),
-    "public": ("public", "knowledge"),
-    "textbook": ("textbook", "knowledge"),
-}
+FORUM_TITLES = ["Help: what is this rash?", "Spots that will not go away", "Should I be worried about this skin?",
+                "Rash getting worse after three weeks", "Is this contagious?"]
+
+# Real forum posts in other languages (language flagged by the forum adapter, text kept as written).
+NON_ENGLISH_POSTS: list[dict] = [
+    {"language": "es", "condition": "psoriasis", "title": "Manchas rojas con escamas en los codos",
+     "body": "Hola, desde hace dos meses tengo placas rojas con escamas blancas en los codos y las rodillas, "
+             "y me pican mucho por la noche. ¿Alguien sabe si puede ser psoriasis?",
+     "reply": "Parece psoriasis en placas. Lo mejor es que te vea un dermatólogo para empezar un tratamiento."},
+    {"language": "fr", "condition": "atopic dermatitis", "title": "Plaques rouges sur les joues de mon fils",
+     "body": "Bonjour, mon fils de quatre ans a des plaques rouges et sèches sur les joues et dans les plis des "
+             "coudes depuis trois semaines. Il se gratte sans arrêt. Est-ce de l'eczéma ?",
+     "reply": "Cela ressemble à une dermatite atopique. Il faut bien hydrater la peau et consulter un médecin."},
+    {"language": "de", "condition": "herpes zoster", "title": "Schmerzhafter Ausschlag am Rücken",
+     "body": "Hallo, ich habe seit einer Woche einen brennenden, schmerzhaften Ausschlag mit kleinen Bläschen "
+             "auf der rechten Seite des Rückens. Könnte das eine Gürtelrose sein?",
+     "reply": "Das sieht nach Gürtelrose (Herpes zoster) aus. Bitte gehen Sie bald zum Hautarzt."},
+]
+
+
+def textbook_caption(facts: CaptionFacts) -> str:
+    """An atlas-style caption: condition first, then what the image shows."""
+    ctext = facts.condition_text
+    return (f"{ctext[0].upper() + ctext[1:]}: {_concept_text(facts)} on the {facts.site}.{_negation(facts)} "
+            f"Note the typical distribution of the lesions.")
+
+
+# The public source's diagnoses (PAD-UFES-20 codes, as the public_dataset adapter names them)
+# -> the condition the ontology calls it, and the regions its metadata uses that are body sites.
+PAD_CONDITIONS: dict[str, str] = {"ACK": "actinic keratosis", "BCC": "basal cell carcinoma", "MEL": "melanoma",
+                                  "NEV": "melanocytic nevus", "SCC": "squamous cell carcinoma",
+                                  "SEK": "seborrhoeic keratosis"}
+PAD_REGIONS: list[str] = ["face", "scalp", "neck", "chest", "back", "abdomen", "arm", "forearm", "hand", "foot",
+                          "ear", "nose"]
+
+
+def draw_public_facts(rng: np.random.Generator, code: str) -> CaptionFacts:
+    """What the public_dataset adapter's template will state for a PAD-UFES-20 row with ``code``."""
+    from pipeline.sources.public_dataset import PAD_UFES_NAMES
+
+    site = PAD_REGIONS[int(rng.integers(0, len(PAD_REGIONS)))]
+    age = int(rng.integers(20, 90))
+    sex = ("male", "female")[int(rng.integers(0, 2))]
+    return CaptionFacts(PAD_CONDITIONS[code], PAD_UFES_NAMES[code], (), site, age, sex, None)

@@ -73,7 +73,9 @@ def read_transcript(path: Path) -> list[tuple[float, float, str]]:
         return cues
     try:
         captions = webvtt.from_srt(str(path)) if path.suffix == ".srt" else webvtt.read(str(path))
-        return [(c.start_in_seconds, c.end_in_seconds, " ".join(c.text.split())) for c in captions]
+        # start_in_seconds drops the milliseconds (webvtt-py 0.6): a cue at 12.9 s would read as 12 s
+        return [(c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000, " ".join(c.text.split()))
+                for c in captions]
     except Exception as exc:  # webvtt raises its own MalformedFileError, or parse errors on odd input
         raise ValueError(str(exc) or type(exc).__name__) from None
 

@@ -1,4 +1,4 @@
-"""Stage ``demo_corpus``: write the synthetic demo corpus (see :mod:`pipeline.demo.generator`)."""
+"""Stage ``demo_corpus``: write the synthetic demo corpus in the five source layouts (see :mod:`pipeline.demo.generator`)."""
 
 from __future__ import annotations
 
@@ -12,5 +12,6 @@ def run(params: dict) -> StageResult:
     with Timer(StageResult("demo_corpus")) as result:
         truth = generate_demo_corpus(params)
         result.rows_out = truth["n_records"]
-        result.extra = {"image files": truth["n_image_files"], "planted rejects": sum(truth["rejects"].values())}
+        result.extra = {"image files": truth["n_image_files"], "planted rejects": sum(truth["rejects"].values()),
+                        **{f"{s['folder']}/ records": s["records"] for s in truth["sources"].values()}}
     return result
