@@ -150,7 +150,8 @@ def _folder_symlink_dir(root: Path, outside: Path) -> dict:
     put(root / "psoriasis" / "ok.jpg", im.jpeg())
     put(outside / "elsewhere" / "secret.jpg", im.jpeg())
     os.symlink(outside / "elsewhere" / "secret.jpg", root / "psoriasis" / "link.jpg")
-    return {"adapter": "folder"}
+    # A template long enough for branch filters' min_words and dermatology checks.
+    return {"adapter": "folder", "label_template": "A clinical photograph of {label}: " + CAPTION}
 
 
 def _folder_csv_escape(root: Path, outside: Path) -> dict:
