@@ -175,13 +175,22 @@ def _extract_zip(archive: Path, tmp: Path, job: _Extraction) -> None:
                 job.seen.discard(norm)
                 job.reject(index, name, "archive_entry_unsafe", f"{name!r} resolves outside the destination")
                 continue
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                job.result.folders += 1
+            try:
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    job.result.folders += 1
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                job.seen.discard(norm)
+                job.reject(index, name, "archive_entry_unsafe", f"{norm!r} clashes with a file or folder already extracted")
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 written = _copy_limited(zf.open(info), target, info.file_size)
+            except (FileExistsError, IsADirectoryError):
+                job.seen.discard(norm)
+                job.reject(index, name, "archive_entry_unsafe", f"{norm!r} clashes with a folder already extracted")
+                continue
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
                 target.unlink(missing_ok=True)
                 job.seen.discard(norm)
@@ -232,6 +241,10 @@ def _extract_tar(archive: Path, tmp: Path, job: _Extraction) -> None:
             except tarfile.FilterError as exc:
                 job.seen.discard(norm)
                 job.reject(index, name, "archive_entry_unsafe", f"refused by tarfile's data filter: {exc}")
+                continue
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                job.seen.discard(norm)
+                job.reject(index, name, "archive_entry_unsafe", f"{norm!r} clashes with a file or folder already extracted")
                 continue
             if member.isdir():
                 job.result.folders += 1
