@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--hash-method", default="fast", choices=["fast", "imagehash"], help="pHash path (default fast)")
     fd.add_argument("--workers", type=int, default=0, help="hashing processes (default: one per core)")
 
+    up = sub.add_parser("unpack", help="safely extract a zip/tar (e.g. Derm1M's release) into a new folder")
+    up.add_argument("archive", metavar="ARCHIVE", help="the .zip, .tar, .tar.gz, .tar.bz2 or .tar.xz file")
+    up.add_argument("dest", metavar="DEST", help="folder to create (must not exist); refused entries go to "
+                    "DEST.rejects.parquet beside it")
+    up.add_argument("--max-bytes", type=int, default=None, help="total unpacked bytes allowed (default 200 GiB)")
+    up.add_argument("--max-ratio", type=float, default=None,
+                    help="largest compression ratio of a zip entry over 1 MiB (default 100; zip-bomb guard)")
+
     q = sub.add_parser("query", help="run read-only SQL (DuckDB) over every table")
     q.add_argument("sql", nargs="?", help="SQL to run; omit with --tables")
     q.add_argument("--tables", action="store_true", help="list the tables and their columns")
@@ -88,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--shell", action="store_true", help="interactive DuckDB shell on the same views "
                    "(the duckdb CLI if installed, else a small Python shell)")
     q.add_argument("--root", default=".", help="repository root holding params.yaml, data/ and shards/")
+    q.add_argument("--allow-writes", action="store_true",
+                   help="lift the read-only confinement: COPY ... TO, ATTACH, INSTALL/LOAD, several statements, "
+                        "and files outside the corpus tables (use deliberately)")
     return parser
 
 
@@ -116,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
             from pipeline.images import find
 
             return find.main(args)
+        elif args.command == "unpack":
+            from pipeline import archives
+
+            given = {"max_total_bytes": args.max_bytes, "max_ratio": args.max_ratio}
+            limits = archives.ArchiveLimits(**{k: v for k, v in given.items() if v is not None})
+            result = archives.unpack(args.archive, args.dest, limits)
+            print(result.summary() + f"; rejects in {archives.rejects_path(args.dest)}", file=sys.stderr)
         elif args.command == "query":
             from pipeline import query
 

@@ -8,6 +8,7 @@ not tracebacks three stages later.
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,10 @@ import yaml
 from pipeline.errors import ConfigError
 
 DEFAULT_PARAMS_FILE = "params.yaml"
+#: The repository's params.yaml: the reference for every key's name and type.
+REFERENCE_PARAMS = Path(__file__).resolve().parent.parent / DEFAULT_PARAMS_FILE
+#: Mappings whose keys are the user's own names (profiles); their values are not checked.
+OPEN_MAPPINGS = {"train.profiles"}
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -31,9 +36,63 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE, overrides: list[str] | N
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}); fix the syntax") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
+    check_against_reference(params, str(path))
     for item in overrides or []:
         apply_override(params, item, source=str(path))
     return params
+
+
+def reference_params() -> dict | None:
+    """The repository's params.yaml (None when the package runs without its repository)."""
+    try:
+        ref = yaml.safe_load(REFERENCE_PARAMS.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return ref if isinstance(ref, dict) else None
+
+
+def check_against_reference(params: dict, source: str, reference: dict | None = None) -> None:
+    """Every key must exist in the repository's params.yaml with a value of the same kind.
+
+    Why: a misspelt key (``dedup.radious``) would otherwise be ignored and the default used
+    without a word, and a wrong type (``dedup.radius: eight``) would fail deep inside a stage.
+    Lists and the values under :data:`OPEN_MAPPINGS` are the user's own and not checked here
+    (their stages check them); a reference value of ``null`` accepts any value.
+    """
+    reference = reference_params() if reference is None else reference
+    if reference is None:
+        return
+    _check_mapping(params, reference, "", source)
+
+
+def _check_mapping(given: dict, ref: dict, prefix: str, source: str) -> None:
+    for key, value in given.items():
+        dotted = f"{prefix}{key}"
+        if key not in ref:
+            close = difflib.get_close_matches(str(key), [str(k) for k in ref], n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys here: {sorted(map(str, ref))}."
+            raise ConfigError(f"{source}: unknown key {dotted!r}; {hint} Fix the name or remove the key")
+        expected = ref[key]
+        if expected is None or value is None or dotted in OPEN_MAPPINGS:
+            continue
+        if isinstance(expected, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {dotted} must be a mapping of keys, got {type(value).__name__} "
+                                  f"{value!r}; copy the section from the repository's params.yaml")
+            _check_mapping(value, expected, f"{dotted}.", source)
+        elif not _same_kind(expected, value):
+            raise ConfigError(f"{source}: {dotted} must be {_kind_name(expected)} (like the default {expected!r}), "
+                              f"got {type(value).__name__} {value!r}; fix the value")
+
+
+def _kind_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, int):
+        return "an integer"
+    return {"str": "a string", "list": "a list"}.get(type(value).__name__, type(value).__name__)
 
 
 def apply_override(params: dict, item: str, source: str = "params") -> None:

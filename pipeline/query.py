@@ -3,8 +3,16 @@
 Views read the parquet files in place (nothing is copied). Every table declared in
 ``schemas/`` gets a view; a table whose file does not exist yet (a stage not run, no benchmark
 configured) is an empty view with the declared column types, so the same SQL works on every
-corpus. Statements that write or reach outside the corpus (COPY ... TO, ATTACH, INSTALL, LOAD,
-CREATE, INSERT, ...) are refused.
+corpus.
+
+Confinement, in two layers so it does not rest on a pattern match: (1) DuckDB's own parser
+classifies the SQL and only one ``SELECT`` (or ``EXPLAIN``) statement is run, which refuses
+COPY ... TO, ATTACH, INSTALL/LOAD, EXPORT DATABASE, SET, PRAGMA, CALL, CREATE, ... however
+they are spelt, commented or chained; (2) after the views are registered the connection is
+locked: ``allowed_paths`` lists the table files, ``enable_external_access=false`` stops every
+other file, network and extension access (``read_csv('/etc/passwd')``, ``read_text``,
+``glob``, ``COPY``), and ``lock_configuration=true`` stops a statement from undoing it.
+``--allow-writes`` lifts both, for a user who wants COPY/ATTACH/extensions on purpose.
 """
 
 from __future__ import annotations
@@ -14,7 +22,6 @@ import contextlib
 import csv
 import io
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -31,8 +38,8 @@ from pipeline.errors import PipelineError
 from pipeline.params import load_params, section
 from pipeline.tables import all_schemas, atomic_path
 
-_WRITES = re.compile(r"^\s*(copy|attach|detach|install|load|create|insert|update|delete|drop|alter|export|import|"
-                     r"set|pragma|call|checkpoint|vacuum|use)\b", re.I)
+# The statement kinds a read-only query may be (DuckDB's parser decides, not a regex).
+_READ_ONLY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 # schemas/ type -> DuckDB type, for the empty views of tables whose file is absent.
 _SQL_TYPES = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER", "int16": "SMALLINT", "int8": "TINYINT",
@@ -86,35 +93,67 @@ def register_views(con: duckdb.DuckDBPyConnection, params: dict, root: Path = Pa
     return made
 
 
-def check_read_only(sql: str) -> None:
-    """Refuse statements that write files or change the session (the views must stay what they are)."""
-    if _WRITES.search(sql) or re.search(r"\bcopy\b.*\bto\b", sql, re.I | re.S) or re.search(r";\s*\S", sql.strip().rstrip(";")):
-        raise PipelineError("derm1m query is read-only and runs one statement: COPY/ATTACH/INSTALL/LOAD/CREATE/... are refused")
+def check_read_only(sql: str, allow_writes: bool = False) -> None:
+    """Refuse anything but one SELECT/EXPLAIN statement (the views must stay what they are).
+
+    DuckDB's own parser classifies the statement, so comments, letter case, a leading ``WITH``
+    or a second statement after ``;`` do not hide a COPY, ATTACH, INSTALL, SET or PRAGMA.
+    """
+    if allow_writes:
+        return
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise PipelineError(f"query failed: {str(exc).splitlines()[0]}") from None
+    kinds = [st.type for st in statements]
+    if len(kinds) != 1 or kinds[0] not in _READ_ONLY_TYPES:
+        found = ", ".join(k.name for k in kinds) or "nothing"
+        raise PipelineError(f"derm1m query is read-only and runs one SELECT statement (got {found}): COPY/ATTACH/"
+                            "INSTALL/LOAD/CREATE/SET/PRAGMA/... are refused; --allow-writes lifts this")
 
 
-def connect(params: dict, root: Path = Path(".")) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with every view registered; an error if no table exists yet."""
+def confine(con: duckdb.DuckDBPyConnection, files: Iterable[Path]) -> None:
+    """Lock ``con`` to reading ``files``: no other file, no network, no extension, no way back.
+
+    Why besides :func:`check_read_only`: a SELECT can still call table functions
+    (``read_csv('/etc/passwd')``, ``read_text``, ``glob``); DuckDB's switches stop those in
+    the engine, whatever the SQL looks like.
+    """
+    allowed = sorted({p for f in files for p in (f.as_posix(), f.resolve().as_posix())})
+    con.execute(f"set allowed_paths = [{', '.join(_literal(Path(p)) for p in allowed)}]")
+    con.execute("set enable_external_access = false")
+    con.execute("set lock_configuration = true")
+
+
+def connect(params: dict, root: Path = Path("."), allow_writes: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with every view registered and, unless ``allow_writes``,
+    confined to the table files; an error if no table exists yet."""
     con = duckdb.connect(":memory:")
     if not register_views(con, params, root):
         con.close()
         raise PipelineError(f"no tables found under {root}; run `dvc repro` first (or pass --root)")
+    if not allow_writes:
+        confine(con, [f for files in view_paths(params, root).values() for f in files if f.exists()])
     return con
 
 
-def execute(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:
+def execute(con: duckdb.DuckDBPyConnection, sql: str, allow_writes: bool = False) -> duckdb.DuckDBPyConnection:
     """Run one checked read-only statement; DuckDB's errors become one-line PipelineErrors."""
-    check_read_only(sql)
+    check_read_only(sql, allow_writes)
     try:
         return con.execute(sql)
+    except duckdb.PermissionException as exc:
+        raise PipelineError(f"query refused: {str(exc).splitlines()[0]} (derm1m query reads only the corpus "
+                            "tables; --allow-writes lifts this)") from None
     except duckdb.Error as exc:
         raise PipelineError(f"query failed: {str(exc).splitlines()[0]}") from None
 
 
-def run_query(sql: str, params: dict, root: Path = Path(".")) -> tuple[list[str], list[tuple]]:
+def run_query(sql: str, params: dict, root: Path = Path("."), allow_writes: bool = False) -> tuple[list[str], list[tuple]]:
     """Column names and rows of one read-only query over a fresh connection."""
-    con = connect(params, root)
+    con = connect(params, root, allow_writes)
     try:
-        cur = execute(con, sql)
+        cur = execute(con, sql, allow_writes)
         cols = [d[0] for d in cur.description] if cur.description else []
         return cols, cur.fetchall()
     finally:
@@ -184,9 +223,12 @@ def write_output(text: str, output: str | None) -> None:
     print(f"wrote {output}", file=sys.stderr)
 
 
-def write_parquet(con: duckdb.DuckDBPyConnection, sql: str, output: str) -> int:
-    """Query result as a parquet file (zstd, like the pipeline's tables); returns the row count."""
-    check_read_only(sql)
+def write_parquet(con: duckdb.DuckDBPyConnection, sql: str, output: str, allow_writes: bool = False) -> int:
+    """Query result as a parquet file (zstd, like the pipeline's tables); returns the row count.
+
+    The file is written by pyarrow in this process, not by DuckDB, so a confined connection
+    can still export a result to the path the user named on the command line."""
+    check_read_only(sql, allow_writes)
     try:
         table = con.sql(sql).to_arrow_table()  # the relation API hands Arrow over without a copy
     except duckdb.Error as exc:
@@ -197,19 +239,26 @@ def write_parquet(con: duckdb.DuckDBPyConnection, sql: str, output: str) -> int:
 
 
 # -- interactive shell ---------------------------------------------------------------------
-def view_script(params: dict, root: Path) -> str:
-    """SQL that recreates the views, for the ``duckdb`` CLI's ``-init`` file."""
+def view_script(params: dict, root: Path, allow_writes: bool = False) -> str:
+    """SQL that recreates the views, for the ``duckdb`` CLI's ``-init`` file, then (unless
+    ``allow_writes``) confines the session to the table files as :func:`confine` does."""
     con = duckdb.connect(":memory:")
     try:
         register_views(con, params, root)
         rows = con.execute("select view_name, sql from duckdb_views() where not internal order by 1").fetchall()
     finally:
         con.close()
-    return "".join(f"{sql.rstrip(';')};\n" for _, sql in rows)
+    script = "".join(f"{sql.rstrip(';')};\n" for _, sql in rows)
+    if not allow_writes:
+        files = sorted({p for fs in view_paths(params, root).values() for f in fs if f.exists()
+                        for p in (f.as_posix(), f.resolve().as_posix())})
+        script += (f"set allowed_paths = [{', '.join(_literal(Path(p)) for p in files)}];\n"
+                   "set enable_external_access = false;\nset lock_configuration = true;\n")
+    return script
 
 
 def python_shell(con: duckdb.DuckDBPyConnection, stdin: Iterable[str] | TextIO, stdout: TextIO,
-                 prompt: Callable[[str], None] | None = None) -> int:
+                 prompt: Callable[[str], None] | None = None, allow_writes: bool = False) -> int:
     """A small SQL loop over ``con``: statements end with ';', ``.tables`` lists views, ``.quit`` leaves.
 
     The fallback when the ``duckdb`` CLI is not installed: the same views and the same read-only
@@ -233,7 +282,7 @@ def python_shell(con: duckdb.DuckDBPyConnection, stdin: Iterable[str] | TextIO, 
                 sql = "".join(buffer).strip().rstrip(";")
                 buffer.clear()
                 try:
-                    cur = execute(con, sql)
+                    cur = execute(con, sql, allow_writes)
                     cols = [d[0] for d in cur.description] if cur.description else []
                     stdout.write(format_table(cols, cur.fetchall()))
                 except PipelineError as exc:
@@ -243,21 +292,24 @@ def python_shell(con: duckdb.DuckDBPyConnection, stdin: Iterable[str] | TextIO, 
     return 0
 
 
-def shell(params: dict, root: Path) -> int:
-    """Open the ``duckdb`` CLI on the views when installed, else the Python loop (and say so)."""
+def shell(params: dict, root: Path, allow_writes: bool = False) -> int:
+    """Open the ``duckdb`` CLI on the views when installed, else the Python loop (and say so).
+
+    The CLI runs with ``-safe`` (no ``.shell``/``.output`` file access) and the confining
+    settings in its init script unless ``allow_writes``."""
     binary = shutil.which("duckdb")
     if binary:
         with tempfile.TemporaryDirectory(prefix="derm1m-shell-") as tmp:
             init = Path(tmp) / "views.sql"
-            init.write_text(view_script(params, root), encoding="utf-8")
-            return subprocess.call([binary, "-init", str(init)])
+            init.write_text(view_script(params, root, allow_writes), encoding="utf-8")
+            return subprocess.call([binary, "-init", str(init)] + ([] if allow_writes else ["-safe"]))
     print("derm1m query --shell: the duckdb CLI is not installed; using a minimal Python shell over the same views "
           "(statements end with ';', .tables, .quit)", file=sys.stderr)
-    con = connect(params, root)
+    con = connect(params, root, allow_writes)
     try:
         if sys.stdin.isatty():
-            return python_shell(con, _terminal_lines(), sys.stdout, prompt=_remember_prompt)
-        return python_shell(con, sys.stdin, sys.stdout)
+            return python_shell(con, _terminal_lines(), sys.stdout, prompt=_remember_prompt, allow_writes=allow_writes)
+        return python_shell(con, sys.stdin, sys.stdout, allow_writes=allow_writes)
     finally:
         con.close()
 
@@ -284,6 +336,7 @@ def _terminal_lines() -> Iterator[str]:
 def main(args: argparse.Namespace) -> int:
     root = Path(args.root)
     params_file = root / "params.yaml"
+    allow = bool(getattr(args, "allow_writes", False))
     if args.tables:
         print(describe_tables(load_params(params_file) if params_file.exists() else None, root), end="")
         return 0
@@ -291,19 +344,19 @@ def main(args: argparse.Namespace) -> int:
     if args.shell:
         if args.sql:
             raise PipelineError("--shell takes no SQL argument")
-        return shell(params, root)
+        return shell(params, root, allow)
     if not args.sql:
         raise PipelineError("give SQL to run, e.g. derm1m query \"select split, count(*) from metadata group by 1\"")
     if args.format == "parquet":
         if not args.output:
             raise PipelineError("--format parquet writes a file: add --output FILE.parquet")
-        con = connect(params, root)
+        con = connect(params, root, allow)
         try:
-            n = write_parquet(con, args.sql, args.output)
+            n = write_parquet(con, args.sql, args.output, allow)
         finally:
             con.close()
         print(f"wrote {n} rows to {args.output}", file=sys.stderr)
         return 0
-    cols, rows = run_query(args.sql, params, root)
+    cols, rows = run_query(args.sql, params, root, allow)
     write_output(format_rows(cols, rows, args.format), args.output)
     return 0

@@ -16,6 +16,8 @@ REASONS: dict[str, str] = {
     "image_truncated": "the image file ends before its data does (partial download)",
     "image_too_large": "the image exceeds the pixel limit (decompression-bomb guard)",
     "image_too_small": "the image is smaller than ingest.min_side pixels on a side",
+    "image_aspect_extreme": "one side is more than ingest.max_aspect_ratio times the other (a banner or strip, not a"
+                            " photo; CLIP's resize would blow it up)",
     "image_unreadable": "the image could not be opened for another reason (see detail)",
     "path_outside_root": "the record's image path escapes the source's data root",
     "caption_empty": "the caption is empty or whitespace only",
@@ -28,6 +30,13 @@ REASONS: dict[str, str] = {
     "timestamp_invalid": "a video keyframe's timestamp (file name or frames.csv) is not a time",
     "image_path_case_mismatch": "the image path differs from the file on disk only in letter case (see detail)",
     "subcaption_missing": "a figure panel's letter is not found in its compound caption",
+    "encoding_invalid": "the source row holds bytes that are not UTF-8 (detail: line and bytes); re-save the file as"
+                        " UTF-8",
+    "metadata_invalid": "a structured metadata field is out of range (e.g. an age of 300 or -5; see detail)",
+    "archive_entry_unsafe": "an archive entry escapes the destination (absolute path, '..', a link out, a device"
+                            " file) or repeats a name; not extracted",
+    "archive_too_large": "an archive entry (or the archive) unpacks beyond the size or compression-ratio limit"
+                         " (zip bomb); not extracted",
     "decontaminated": "the pair's image (or its cluster/group) matches a benchmark image and was kept out of train"
                       " (see the decontaminated table)",
 }

@@ -80,10 +80,60 @@ def test_output_formats(root: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.parametrize("sql", ["copy (select * from pairs) to 'x.csv'", "attach 'x.db'", "select 1; drop view pairs",
-                                 "install httpfs", "create table t as select 1"])
-def test_writes_are_refused(corpus: dict, sql: str) -> None:
+                                 "install httpfs", "create table t as select 1",
+                                 # spellings a pattern match would miss: comments, case, chains, other verbs
+                                 "/* harmless */ ATTACH 'x.db' AS x", "-- note\nCoPy pairs TO 'x.parquet'",
+                                 "select 1; attach 'x.db'", "select 1 /* ; */ ; copy pairs to 'x.csv'",
+                                 "with t as (select 1) select * from t; copy pairs to 'x.csv'",
+                                 "load httpfs", "pragma version", "set enable_external_access = true",
+                                 "call pragma_version()", "export database 'exported'", "checkpoint",
+                                 "insert into pairs select * from pairs", "detach memory"])
+def test_writes_are_refused(corpus: dict, sql: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match="read-only"):
         run_query(sql, corpus["params"])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sql", ["select * from read_csv('/etc/passwd')", "select * from read_text('/etc/hostname')",
+                                 "select count(*) from glob('/*')", "select * from read_blob('/etc/hostname')",
+                                 "select * from read_parquet('{outside}')", "select * from read_json('{outside}')"])
+def test_select_cannot_read_outside_the_corpus(corpus: dict, sql: str, tmp_path: Path) -> None:
+    """A SELECT passes the statement check; DuckDB's own switches stop its file access."""
+    outside = tmp_path / "outside.parquet"
+    pq.write_table(pq.read_table(Path(corpus["params"]["ingest"]["out"]) / "pairs.parquet"), outside)
+    with pytest.raises(PipelineError, match="refused"):
+        run_query(sql.format(outside=outside), corpus["params"])
+
+
+def test_confinement_cannot_be_lifted_from_sql(corpus: dict) -> None:
+    """The lock holds even for a statement that slipped past the check (here: sent directly)."""
+    import duckdb
+
+    con = connect(corpus["params"])
+    try:
+        with pytest.raises(duckdb.Error, match="locked"):
+            con.execute("set enable_external_access = true")
+        assert con.execute("select count(*) from pairs").fetchone()[0] == corpus["truth"]["n_pairs"]
+    finally:
+        con.close()
+
+
+def test_allow_writes_lifts_the_refusal(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--allow-writes: COPY ... TO and reading other files work; without it the same command is exit 2."""
+    out = tmp_path / "sources.csv"
+    sql = f"copy (select source, count(*) n from pairs group by 1 order by 1) to '{out}' (header)"
+    assert main(["query", "--root", str(root), sql]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "read-only" in err and "--allow-writes" in err and "\n" not in err and not out.exists()
+    assert main(["query", "--root", str(root), "--allow-writes", sql]) == 0
+    assert out.read_text().splitlines()[0] == "source,n"
+    capsys.readouterr()
+    assert main(["query", "--root", str(root), "--allow-writes", "--format", "csv",
+                 f"select count(*) as n from read_csv('{out}')"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] != "0"
+    assert main(["query", "--root", str(root), f"select count(*) from read_csv('{out}')"]) == 2
+    assert "refused" in capsys.readouterr().err
 
 
 def test_bad_sql_is_one_line(root: Path, capsys: pytest.CaptureFixture) -> None:
@@ -128,6 +178,23 @@ def test_duckdb_cli_init_script_recreates_the_views(corpus: dict) -> None:
     finally:
         con.close()
     assert n == corpus["truth"]["n_pairs"] and views == {s.name for s in all_schemas()}
+
+
+def test_duckdb_cli_init_script_confines_the_session(corpus: dict) -> None:
+    """The init script ends by locking the session to the table files, as `derm1m query` does."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(view_script(corpus["params"], Path(".")))
+        assert con.execute("select count(*) from pairs").fetchone()[0] == corpus["truth"]["n_pairs"]
+        with pytest.raises(duckdb.Error, match="disabled by configuration"):
+            con.execute("select * from read_text('/etc/hostname')")
+        with pytest.raises(duckdb.Error, match="locked"):
+            con.execute("set enable_external_access = true")
+    finally:
+        con.close()
+    assert "enable_external_access" not in view_script(corpus["params"], Path("."), allow_writes=True)
 
 
 def readme_queries() -> list[str]:

@@ -3,6 +3,13 @@
 Why decode fully: a truncated JPEG opens fine and fails only when its pixels are read, so a
 header check would let partial downloads into the shards. The size recorded is the displayed
 size (after the EXIF orientation tag), which is what a viewer and the shard writer see.
+
+Hostile files: a decompression bomb is refused from its header, before any pixel is decoded
+(Pillow's bomb check, made an error at ``max_pixels``); an image far wider than tall (a
+10000x20 banner) is refused as ``image_aspect_extreme``, because CLIP preprocessing resizes
+the shorter side to 224 px and would blow the longer one up to a hundred thousand. Everything
+else that decodes (CMYK, 16-bit, palette with transparency, animations) is accepted and
+normalised by :func:`load_rgb` to upright 8-bit RGB (an animation's first frame).
 """
 
 from __future__ import annotations
@@ -14,10 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # EXIF orientations 5-8 swap width and height when applied.
 _SWAPS_AXES = {5, 6, 7, 8}
+#: longer side / shorter side above which an image is refused (``ingest.max_aspect_ratio``).
+DEFAULT_MAX_ASPECT_RATIO = 20.0
 
 
 @dataclass(frozen=True)
@@ -37,7 +47,8 @@ class ImageProblem:
     detail: str
 
 
-def validate_image(path: str | Path, max_pixels: int, min_side: int = 1) -> ImageInfo | ImageProblem:
+def validate_image(path: str | Path, max_pixels: int, min_side: int = 1,
+                   max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO) -> ImageInfo | ImageProblem:
     """Return facts about a decodable image, or the reject reason for a bad one (never raises)."""
     path = Path(path)
     try:
@@ -50,10 +61,11 @@ def validate_image(path: str | Path, max_pixels: int, min_side: int = 1) -> Imag
         return ImageProblem("image_unreadable", f"cannot read {path}: {exc.strerror or exc}")
     if not data:
         return ImageProblem("image_empty", f"{path} has 0 bytes")
-    return validate_image_bytes(data, max_pixels, min_side)
+    return validate_image_bytes(data, max_pixels, min_side, max_aspect_ratio)
 
 
-def validate_image_bytes(data: bytes, max_pixels: int, min_side: int = 1) -> ImageInfo | ImageProblem:
+def validate_image_bytes(data: bytes, max_pixels: int, min_side: int = 1,
+                         max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO) -> ImageInfo | ImageProblem:
     """Validate image bytes (see :func:`validate_image`)."""
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels
@@ -82,13 +94,37 @@ def validate_image_bytes(data: bytes, max_pixels: int, min_side: int = 1) -> Ima
         width, height = height, width
     if min(width, height) < min_side:
         return ImageProblem("image_too_small", f"{width}x{height} is below the minimum side of {min_side}px")
+    if max_aspect_ratio and max(width, height) > max_aspect_ratio * min(width, height):
+        return ImageProblem("image_aspect_extreme", f"{width}x{height}: sides differ by more than "
+                            f"{max_aspect_ratio:g}x (ingest.max_aspect_ratio)")
     return ImageInfo(hashlib.sha256(data).hexdigest(), len(data), fmt, mode, width, height, orientation)
 
 
+def to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grey images as 8-bit ``L``, scaled, not clipped.
+
+    Pillow's ``convert("RGB")`` clips an ``I;16`` pixel of 40000 to 255, so a 16-bit scan would
+    come out almost white; dividing by 257 maps 0..65535 onto 0..255 as a viewer shows it.
+    """
+    if img.mode.startswith("I;16") or img.mode == "I":
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 257.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 1.0
+        return Image.fromarray(np.clip(np.rint(arr / scale), 0, 255).astype(np.uint8), "L")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
+        return Image.fromarray(np.clip(np.rint(arr * 255.0 / hi), 0, 255).astype(np.uint8), "L")
+    return img
+
+
 def load_rgb(path: str | Path | IO[bytes]) -> Image.Image:
-    """Open an already validated image (a path or a binary file) upright (EXIF applied) in RGB."""
+    """Open an already validated image (a path or a binary file) upright (EXIF applied) in 8-bit RGB.
+
+    Animated files give their first frame (the frame Pillow opens on), CMYK is converted,
+    palette transparency and alpha are flattened onto white.
+    """
     with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
+        img = to_8bit(ImageOps.exif_transpose(img))
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
             background = Image.new("RGB", rgba.size, (255, 255, 255))

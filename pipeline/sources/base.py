@@ -70,15 +70,94 @@ class SourceAdapter:
         return Reject("ingest", self.name, record_id, reason, detail, path)
 
 
-def read_csv_rows(path: Path, required: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield (line number, row) from a CSV; a missing column is a clear error naming the file."""
-    if not path.exists():
-        raise PipelineError(f"{path}: metadata CSV not found; check the source path in params.yaml")
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-        reader = csv.DictReader(fh)
+_SNIFF_DELIMITERS = ",;\t|"
+# Python's csv module refuses fields over 128 KiB with an error that would reject the whole
+# file; a very long caption is a caption filter's business (caption_too_long), not a parse error.
+csv.field_size_limit(max(csv.field_size_limit(), 64 * 1024 * 1024))
+
+
+class CsvRowProblem(ValueError):
+    """A CSV row that cannot be trusted as read: carries the reason code and its detail."""
+
+    def __init__(self, line: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.line, self.reason, self.detail = line, reason, detail
+
+
+def sniffed_delimiter(path: Path) -> str | None:
+    """The delimiter ``csv.Sniffer`` sees in the file's first lines, when it is not a comma."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            sample = fh.read(16384)
+        found = csv.Sniffer().sniff(sample, delimiters=_SNIFF_DELIMITERS).delimiter
+    except (OSError, csv.Error):
+        return None
+    return found if found != "," else None
+
+
+def missing_columns_detail(path: Path, missing: list[str], header: list[str]) -> str:
+    """What a missing-column message says: the columns, the header found and, for a file written
+    with another delimiter (Excel in a semicolon locale), the delimiter to fix."""
+    detail = f"{path.name} lacks column(s) {missing}; found {header}"
+    delim = sniffed_delimiter(path) if len(header) <= 1 or any(d in "".join(header) for d in ";\t|") else None
+    if delim:
+        detail += f"; the file looks {delim!r}-delimited: save it comma-separated"
+    return detail
+
+
+def undecodable(row: dict[str, str]) -> str | None:
+    """Which field of a row held bytes that are not UTF-8 (read with ``surrogateescape``), or None."""
+    for key, value in row.items():
+        if value and any("\udc80" <= ch <= "\udcff" for ch in value):
+            raw = value.encode("utf-8", "surrogateescape")
+            bad = bytes(b for b in raw if b >= 0x80)[:4]
+            return f"column {key!r} holds bytes that are not UTF-8 ({bad.hex(' ')}...); re-save the file as UTF-8"
+    return None
+
+
+def iter_csv(path: Path, required: list[str]) -> Iterator[tuple[int, dict[str, str] | CsvRowProblem]]:
+    """Open a UTF-8 CSV (BOM allowed) and yield (record number + 1, row or the row's problem).
+
+    Raises ``CsvRowProblem`` (line 1, ``column_missing``) when the header lacks a required
+    column. Rows are never repaired silently: bytes that are not UTF-8 make the row an
+    ``encoding_invalid`` problem (it is not decoded with replacement characters), a row with more
+    fields than the header (an unquoted delimiter in a caption) a ``record_malformed`` one.
+    Quoted fields may hold delimiters, quotes (doubled) and newlines, as RFC 4180 allows.
+    """
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+        reader = csv.DictReader(fh, restkey="\x00extra")
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]
         if missing:
-            raise PipelineError(f"{path}: missing required column(s) {missing}; found {header}")
+            raise CsvRowProblem(1, "column_missing", missing_columns_detail(path, missing, list(header)))
         for i, row in enumerate(reader, start=2):
-            yield i, {k: (v if v is not None else "") for k, v in row.items() if k is not None}
+            extra = row.pop("\x00extra", None)
+            row = {k: (v if v is not None else "") for k, v in row.items() if k is not None}
+            bad = undecodable(row)
+            if bad:
+                yield i, CsvRowProblem(i, "encoding_invalid", f"{path.name} record {i - 1}: {bad}")
+            elif extra:
+                yield i, CsvRowProblem(i, "record_malformed", f"{path.name} record {i - 1} has {len(header) + len(extra)}"
+                                       f" fields, the header {len(header)}: quote fields that hold a delimiter")
+            else:
+                yield i, row
+
+
+def read_csv_rows(path: Path, required: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number, row) from a CSV of a fixed layout (the demo corpus, HAM10000).
+
+    A missing file or column, bytes that are not UTF-8 or a row with too many fields stop the
+    source with a one-line error naming the file and the fix: these layouts are written by
+    programs, so a bad row means a damaged file, not one odd record.
+    """
+    if not path.exists():
+        raise PipelineError(f"{path}: metadata CSV not found; check the source path in params.yaml")
+    try:
+        for i, row in iter_csv(path, required):
+            if isinstance(row, CsvRowProblem):
+                raise row
+            yield i, row
+    except CsvRowProblem as exc:
+        raise PipelineError(f"{path}: {exc.detail}") from None
+    except csv.Error as exc:
+        raise PipelineError(f"{path}: not a readable CSV ({exc}); check quoting") from None

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.rejects import Reject
-from pipeline.sources.base import SourceAdapter
+from pipeline.sources.base import CsvRowProblem, SourceAdapter, iter_csv
 
 
 def rel(adapter: SourceAdapter, path: Path) -> str:
@@ -27,21 +27,24 @@ def rel(adapter: SourceAdapter, path: Path) -> str:
 
 
 def csv_rows(adapter: SourceAdapter, path: Path, required: list[str]) -> Iterator[tuple[int, dict[str, str]] | Reject]:
-    """(line, row) per CSV row, or one reject if the file is missing/unreadable or lacks a column."""
+    """(line, row) per CSV row, or one reject if the file is missing/unreadable or lacks a column.
+
+    A row with bytes that are not UTF-8 is an ``encoding_invalid`` reject and a row with more
+    fields than the header a ``record_malformed`` one (see :func:`~pipeline.sources.base.iter_csv`);
+    a missing column says which delimiter the file seems to use when it is not a comma.
+    """
     name = rel(adapter, path)
     if not path.is_file():
         yield adapter.reject(name, "source_file_unreadable", f"{name} not found", str(path))
         return
     try:
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            missing = [c for c in required if c not in header]
-            if missing:
-                yield adapter.reject(name, "column_missing", f"{name} lacks column(s) {missing}; found {header}", str(path))
-                return
-            for i, row in enumerate(reader, start=2):
-                yield i, {k: (v if v is not None else "").strip() for k, v in row.items() if k is not None}
+        for i, row in iter_csv(path, required):
+            if isinstance(row, CsvRowProblem):
+                yield adapter.reject(f"{name}:{i}", row.reason, row.detail, str(path))
+                continue
+            yield i, {k: v.strip() for k, v in row.items()}
+    except CsvRowProblem as exc:
+        yield adapter.reject(name, exc.reason, exc.detail, str(path))
     except (OSError, csv.Error) as exc:
         yield adapter.reject(name, "source_file_unreadable", f"{name}: {exc}", str(path))
 

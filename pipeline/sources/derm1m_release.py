@@ -3,6 +3,12 @@
 Columns as released (filename, caption, truncated_caption, source, source_type, disease_label,
 ...); ``filename`` is relative to the image root. The released labels are kept as the
 structured ``source_label`` so our annotation can be compared with theirs.
+
+The CSVs are read row by row into rejects (``column_missing`` naming a sniffed delimiter,
+``encoding_invalid``, ``record_malformed``) rather than stopping the run: a user-assembled copy
+of the release is often re-saved by a spreadsheet. Filenames stay relative to the root
+(``..`` or an absolute path is ``path_outside_root`` at ingest). Unpack the released zip with
+``derm1m unpack`` (safe extraction) and point ``path`` at the folder.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from collections.abc import Iterator
 
 from pipeline.errors import PipelineError
 from pipeline.rejects import Reject
-from pipeline.sources.base import SourceAdapter, SourceRecord, read_csv_rows
+from pipeline.sources.base import SourceAdapter, SourceRecord
+from pipeline.sources.common import csv_rows
 
 DEFAULT_CSVS = ["Derm1M_v2_pretrain.csv", "Derm1M_v2_validation.csv"]
 
@@ -28,8 +35,12 @@ class Derm1MReleaseAdapter(SourceAdapter):
             raise PipelineError(f"source {self.name!r}: none of {self.options['csv_files']} found in {self.root}")
         seen: dict[str, int] = {}
         for csv_path in present:
-            for line, row in read_csv_rows(csv_path, ["filename", "caption"]):
-                filename = row["filename"].strip()
+            for item in csv_rows(self, csv_path, ["filename", "caption"]):
+                if isinstance(item, Reject):
+                    yield item
+                    continue
+                line, row = item
+                filename = row["filename"]
                 rid = f"{csv_path.stem}:{line}"
                 if not filename:
                     yield self.reject(rid, "record_malformed", f"{csv_path.name} line {line}: empty filename")

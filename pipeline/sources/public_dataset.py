@@ -34,6 +34,11 @@ Image paths whose only difference from a file on disk is letter case (Derm7pt's
 ``FCl/Fcl068.jpg`` for ``FCL/Fcl068.jpg``, a dataset made on a case-insensitive file system)
 are rejected as ``image_path_case_mismatch`` with the file's real name in the detail, unless
 ``case_insensitive_paths: true``, which then uses the file on disk when exactly one matches.
+
+An age that is not a number of years from 0 to :data:`MAX_AGE` (PAD-UFES-20's ``age``: "300",
+"-5", "forty") is a ``metadata_invalid`` reject naming the value: the caption would state it
+as a fact ("a 300-year-old man") and the annotate stage would file the pair under a wrong age
+group. An empty age is not an error (the caption leaves the age out).
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ PAD_UFES_NAMES = {"ACK": "actinic keratosis", "BCC": "basal cell carcinoma", "ME
                   "NEV": "melanocytic nevus", "SCC": "squamous cell carcinoma", "SEK": "seborrheic keratosis"}
 DDI_SKIN_TONE = {"12": "I-II", "34": "III-IV", "56": "V-VI"}
 ROMAN = {"1": "I", "2": "II", "3": "III", "4": "IV", "5": "V", "6": "VI"}
+MAX_AGE = 120
+NULL_MARKERS = {"", "nan", "none", "null", "n/a", "na", "-", "unknown"}
 SEVEN_POINT = ["pigment_network", "streaks", "pigmentation", "regression_structures", "dots_and_globules",
                "blue_whitish_veil", "vascular_structures"]
 
@@ -64,6 +71,19 @@ SEVEN_POINT = ["pigment_network", "streaks", "pigmentation", "regression_structu
 def clinical(caption: str) -> str:
     """``ham_caption``'s template for a clinical photograph instead of a dermoscopic image."""
     return caption.replace("This is a dermoscopic image", "This is a clinical image", 1)
+
+
+def age_problem(value: str) -> str | None:
+    """Why ``value`` is not a plausible age in years, or None (empty or a null marker: no age stated)."""
+    if value.strip().lower() in NULL_MARKERS:
+        return None
+    try:
+        years = float(value)
+    except ValueError:
+        return f"age {value!r} is not a number"
+    if not 0 <= years <= MAX_AGE:
+        return f"age {value!r} is outside 0..{MAX_AGE} years"
+    return None
 
 
 def seven_point_text(row: dict[str, str]) -> str:
@@ -182,6 +202,10 @@ class PublicDatasetAdapter(SourceAdapter):
         img, code, patient = row["img_id"], row["diagnostic"], row["patient_id"]
         if not img or not code:
             yield self.reject(img or f"line-{line}", "record_malformed", f"line {line}: empty img_id or diagnostic")
+            return
+        bad_age = age_problem(row.get("age", ""))
+        if bad_age:
+            yield self.reject(img, "metadata_invalid", f"line {line}: {bad_age}", f"{self.options['image_dir']}/{img}")
             return
         sex = {"MALE": "male", "FEMALE": "female"}.get(row.get("gender", "").upper(), "")
         how = "histo" if row.get("biopsed", "").lower() == "true" else ""

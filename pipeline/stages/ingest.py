@@ -14,7 +14,7 @@ from pathlib import Path
 from pipeline import ids
 from pipeline.errors import ConfigError
 from pipeline.executor import make_executor
-from pipeline.images.decode import ImageInfo, ImageProblem, validate_image
+from pipeline.images.decode import DEFAULT_MAX_ASPECT_RATIO, ImageInfo, ImageProblem, validate_image
 from pipeline.params import section
 from pipeline.rejects import Reject
 from pipeline.sources import ADAPTERS, SourceAdapter, SourceRecord
@@ -89,7 +89,8 @@ def run(params: dict) -> StageResult:
 
         # Validate each distinct file once, in parallel, in a deterministic order.
         unique_paths = sorted({str(p) for _, p, _ in accepted})
-        check = functools.partial(validate_image, max_pixels=cfg["max_image_pixels"], min_side=cfg["min_side"])
+        check = functools.partial(validate_image, max_pixels=cfg["max_image_pixels"], min_side=cfg["min_side"],
+                                  max_aspect_ratio=float(cfg.get("max_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO)))
         with make_executor(params, cfg["workers"]) as ex:
             checked = ex.map(check, unique_paths, "validate images", "img", inputs=[str(a.root) for a in adapters])
         infos = dict(zip(unique_paths, checked, strict=True))
