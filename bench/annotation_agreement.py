@@ -166,7 +166,7 @@ def _write_pairs(path: Path, n: int) -> None:
     with TableWriter("pairs", path) as writer:
         for start in range(0, n, 100_000):
             writer.write([{"pair_id": f"p{i:09d}", "image_id": f"i{i:09d}", "source": "bench", "source_type": "edu",
-                           "source_record_id": str(i), "caption_index": 0, "caption": captions[i], "context": "",
+                           "source_record_id": str(i), "caption_index": 0, "caption": captions[i], "language": "en", "context": "",
                            "licence": "n/a", "source_label": None, "group_key": None}
                           for i in range(start, min(n, start + 100_000))])
 

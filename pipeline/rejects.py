@@ -20,8 +20,14 @@ REASONS: dict[str, str] = {
                             " photo; CLIP's resize would blow it up)",
     "image_unreadable": "the image could not be opened for another reason (see detail)",
     "path_outside_root": "the record's image path escapes the source's data root",
-    "caption_empty": "the caption is empty or whitespace only",
-    "caption_missing": "the record has no caption and none can be derived",
+    "caption_empty": "the caption is empty or whitespace only after cleaning (e.g. it was only HTML or boilerplate)",
+    "caption_missing": "the record has no caption and none can be derived, or the caption is a null marker"
+                       " (NaN, None, null, N/A, -)",
+    "caption_too_short": "the caption has fewer words than ingest.filters.min_words and names no condition or concept",
+    "caption_too_long": "the caption has more characters than ingest.filters.max_chars",
+    "caption_not_dermatology": "the caption has no skin or dermatology word at all",
+    "caption_not_english": "the caption's language is not in ingest.filters.languages"
+                           " (only with ingest.filters.non_english: reject)",
     "record_malformed": "the source row lacks a required field or has an invalid value",
     "hash_failed": "the image could not be re-read for perceptual hashing",
     "shard_image_failed": "the image could not be re-encoded for the shard",

@@ -139,7 +139,7 @@ def test_write_table_rejects_nulls_and_bad_types(tmp_path: Path) -> None:
 def test_nullable_columns_accept_missing() -> None:
     """Nullable columns (pairs.group_key, source_label) take None/NaN as null, and ints get the schema type."""
     row = {"pair_id": "p1", "image_id": "i1", "source": "s", "source_type": "edu", "source_record_id": "r",
-           "caption_index": 0, "caption": "c", "context": "", "licence": "x", "source_label": None,
+           "caption_index": 0, "caption": "c", "language": "en", "context": "", "licence": "x", "source_label": None,
            "group_key": float("nan")}
     table = to_arrow([row], "pairs")
     assert table.column("group_key").null_count == 1

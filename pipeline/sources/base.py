@@ -31,6 +31,7 @@ class SourceRecord:
     context: str = ""      # title of the video/article/thread: used when the caption names no condition
     source_label: str | None = None   # a structured label from the source (e.g. HAM10000 dx)
     group_key: str | None = None      # records that must share a split (lesion or patient id)
+    language: str | None = None       # ISO 639-1 code when the adapter knows it (forum); else ingest detects it
 
 
 class SourceAdapter:

@@ -13,11 +13,12 @@ of its replies without images of their own ("Reply: ..."); a reply with images i
 itself. The thread title is the context and the thread id the group key (a thread's images
 stay in one split).
 
-Language: each record's text is run through ``langdetect`` (seeded, so deterministic; it ships
-its language profiles and works offline); texts with fewer than 20 letters are ``und``. The
-records are :class:`ForumRecord` rows with ``language`` and ``non_english`` set; the text is
-kept as written (translation is out of scope). The pairs table has no language column yet, so
-ingest keeps only the caption; :meth:`ForumAdapter.languages` reports them per record.
+Language: each post's text goes through :func:`pipeline.text.filters.detect_language` (the one
+implementation ingest uses too: a cheap English rule, else seeded ``langdetect``, which ships its
+profiles and works offline; under 20 letters is ``und``) and the record carries it as
+``SourceRecord.language``, which ingest writes to ``pairs.language``. The text is kept as
+written (translation is out of scope); :meth:`ForumAdapter.languages` reports the language and
+the non-English flag per record.
 
 Rejects: an unreadable JSON file is ``source_file_unreadable``; a thread or post that is not
 an object, a thread without ``posts`` list, or an image entry that is not a path, is
@@ -28,33 +29,11 @@ text is ``caption_missing``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from pipeline.rejects import Reject
 from pipeline.sources.base import SourceAdapter, SourceRecord
 from pipeline.sources.common import read_json, rel, text
-
-MIN_LETTERS = 20
-
-
-@dataclass(frozen=True)
-class ForumRecord(SourceRecord):
-    language: str = "und"
-    non_english: bool = False
-
-
-def detect_language(value: str) -> str:
-    """ISO 639-1 code of ``value`` (seeded langdetect), or ``und`` when too short or undetectable."""
-    if sum(ch.isalpha() for ch in value) < MIN_LETTERS:
-        return "und"
-    from langdetect import DetectorFactory, detect
-    from langdetect.lang_detect_exception import LangDetectException
-
-    DetectorFactory.seed = 0
-    try:
-        return detect(value)
-    except LangDetectException:
-        return "und"
+from pipeline.text.filters import detect_language
 
 
 class ForumAdapter(SourceAdapter):
@@ -64,7 +43,8 @@ class ForumAdapter(SourceAdapter):
 
     def languages(self) -> dict[str, tuple[str, bool]]:
         """record id -> (language, non-English flag), for every record the adapter yields."""
-        return {r.record_id: (r.language, r.non_english) for r in self.records() if isinstance(r, ForumRecord)}
+        return {r.record_id: (r.language or "und", (r.language or "und") not in ("en", "und"))
+                for r in self.records() if isinstance(r, SourceRecord)}
 
     def records(self) -> Iterator[SourceRecord | Reject]:
         root = self.root.resolve()
@@ -124,8 +104,8 @@ class ForumAdapter(SourceAdapter):
                 if not isinstance(image, str) or not image.strip():
                     yield self.reject(f"{pid}/image-{k}", "record_malformed", f"image {k} is not a path: {image!r}", fname)
                     continue
-                yield ForumRecord(
+                yield SourceRecord(
                     source=self.name, source_type=self.options["source_type"], record_id=f"{pid}/{text(image)}",
                     image_relpath=text(image), caption=caption, licence=licence, context=title,
-                    source_label=None, group_key=tid, language=lang, non_english=lang not in ("en", "und"),
+                    source_label=None, group_key=tid, language=lang,
                 )

@@ -1,14 +1,14 @@
 """Stage ``ingest``: every configured source through its adapter into pairs, images and rejects.
 
-Per record: confine the image path to the source root, normalise the caption, and check the
-image once (decode-validate in parallel, one check per distinct file). Accounting invariant:
-records read = pairs written + rejects written.
+Per record: confine the image path to the source root, clean and check the caption through the
+filter chain (``ingest.filters``, :mod:`pipeline.text.filters`: cheap, so it runs before any
+image is opened), and check each image once (decode-validate in parallel, one check per
+distinct file). Accounting invariant: records read = pairs written + rejects written.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 
 from pipeline import ids
@@ -20,16 +20,15 @@ from pipeline.rejects import Reject
 from pipeline.sources import ADAPTERS, SourceAdapter, SourceRecord
 from pipeline.stages import StageResult, Timer
 from pipeline.tables import write_table
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SPACE = re.compile(r"\s+")
+from pipeline.text.filters import Caption, CaptionFilterChain, ControlCharCleaner, FilterResult
 
 
 def clean_caption(text: str | None) -> str:
-    """Drop control characters and collapse whitespace (deeper cleaning is a filter's job)."""
-    if text is None:
-        return ""
-    return _SPACE.sub(" ", _CONTROL.sub(" ", str(text))).strip()
+    """Control characters out and whitespace collapsed: the cleaning no filter setting turns off
+    (the filter chain, :func:`caption_chain`, does the rest)."""
+    doc = Caption("" if text is None else str(text))
+    ControlCharCleaner()(doc)
+    return doc.text
 
 
 def build_adapters(params: dict) -> list[SourceAdapter]:
@@ -61,13 +60,19 @@ def confine(root: Path, relpath: str) -> Path | None:
     return root / relpath
 
 
+def caption_chain(cfg: dict) -> CaptionFilterChain:
+    """The caption filters ``ingest.filters`` asks for (README "Caption cleaning and filters")."""
+    return CaptionFilterChain.from_params(cfg.get("filters"))
+
+
 def run(params: dict) -> StageResult:
     cfg = section(params, "ingest", {"out": str, "sources": list, "max_image_pixels": int, "workers": int, "min_side": int})
     out = Path(cfg["out"])
     with Timer(StageResult("ingest")) as result:
         adapters = build_adapters(params)
+        chain = caption_chain(cfg)
         rejects: list[Reject] = []
-        accepted: list[tuple[SourceRecord, Path, int]] = []
+        accepted: list[tuple[SourceRecord, Path, int, FilterResult]] = []
         seen_pairs: set[str] = set()
         for rank, adapter in enumerate(adapters):
             for rec in adapter.records():
@@ -85,10 +90,15 @@ def run(params: dict) -> StageResult:
                                                   "duplicate record id and caption index in the source", str(path)))
                 else:
                     seen_pairs.add(pid)
-                    accepted.append((rec, path, rank))
+                    verdict = chain(rec.caption, rec.language)
+                    if verdict.rejection is not None:
+                        rejects.append(adapter.reject(rec.record_id, verdict.rejection.reason, verdict.rejection.detail,
+                                                      str(path)))
+                    else:
+                        accepted.append((rec, path, rank, verdict))
 
         # Validate each distinct file once, in parallel, in a deterministic order.
-        unique_paths = sorted({str(p) for _, p, _ in accepted})
+        unique_paths = sorted({str(p) for _, p, _, _ in accepted})
         check = functools.partial(validate_image, max_pixels=cfg["max_image_pixels"], min_side=cfg["min_side"],
                                   max_aspect_ratio=float(cfg.get("max_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO)))
         with make_executor(params, cfg["workers"]) as ex:
@@ -96,14 +106,10 @@ def run(params: dict) -> StageResult:
         infos = dict(zip(unique_paths, checked, strict=True))
 
         pairs, images = [], {}
-        for rec, path, rank in accepted:
+        for rec, path, rank, verdict in accepted:
             info = infos[str(path)]
             if isinstance(info, ImageProblem):
                 rejects.append(Reject("ingest", rec.source, rec.record_id, info.reason, info.detail, str(path)))
-                continue
-            caption = clean_caption(rec.caption)
-            if not caption:
-                rejects.append(Reject("ingest", rec.source, rec.record_id, "caption_empty", "caption is empty after cleaning", str(path)))
                 continue
             assert isinstance(info, ImageInfo)
             image_id = ids.image_id(rec.source, Path(rec.image_relpath).as_posix())
@@ -115,8 +121,8 @@ def run(params: dict) -> StageResult:
             pairs.append({
                 "pair_id": ids.pair_id(rec.source, rec.record_id, rec.caption_index), "image_id": image_id,
                 "source": rec.source, "source_type": rec.source_type, "source_record_id": rec.record_id,
-                "caption_index": rec.caption_index, "caption": caption, "context": clean_caption(rec.context),
-                "licence": rec.licence, "source_label": rec.source_label, "group_key": rec.group_key,
+                "caption_index": rec.caption_index, "caption": verdict.caption, "language": verdict.language,
+                "context": chain.clean(rec.context), "licence": rec.licence, "source_label": rec.source_label, "group_key": rec.group_key,
             })
         write_table(pairs, "pairs", out / "pairs.parquet")
         write_table(list(images.values()), "images", out / "images.parquet")
