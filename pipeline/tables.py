@@ -279,25 +279,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_CLEANED: set[str] = set()
+
+
 def clean_stale_temps(path: str | Path) -> list[Path]:
-    """Remove the temporaries of ``path`` (``.<name>.<pid>.*.tmp``) whose writer is dead.
+    """Remove the temporaries (``.<name>.<pid>.<random>.tmp``) beside ``path`` whose writer is dead.
 
     A SIGKILL runs no cleanup, so this is where a killed run's half-written file or folder goes;
-    temporaries of a live process (a concurrent writer) are left alone.
+    temporaries of a live process (a concurrent writer) are left alone. Each folder is swept
+    once per process: a stale temporary comes from a process that died before this one looked,
+    and a shard folder of 10,000 tars must not be listed again for every index written into it.
     """
     import shutil
 
-    path = Path(path)
-    prefix = f".{path.name}."
-    removed = []
-    if not path.parent.is_dir():
+    folder = Path(path).parent
+    key = os.path.abspath(folder)
+    removed: list[Path] = []
+    if key in _CLEANED or not folder.is_dir():
         return removed
-    for entry in path.parent.iterdir():
+    _CLEANED.add(key)
+    for entry in folder.iterdir():
         name = entry.name
-        if not (name.startswith(prefix) and name.endswith(".tmp")):
+        if not (name.startswith(".") and name.endswith(".tmp")):
             continue
-        pid = name[len(prefix):].split(".", 1)[0]
-        if not pid.isdigit() or _pid_alive(int(pid)):
+        parts = name[:-len(".tmp")].rsplit(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or _pid_alive(int(parts[1])):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

@@ -72,12 +72,14 @@ def test_killed_publication_leaves_old_or_new_and_the_next_run_finishes_it(tmp_p
 
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path: Path) -> None:
     dead = tmp_path / ".metrics.json.999999999.abc.tmp"        # no such pid
+    other = tmp_path / ".rejects.parquet.999999999.x_1.tmp"     # another output's, also dead
     live = tmp_path / f".metrics.json.{os.getppid()}.abc.tmp"   # a running process's
-    other = tmp_path / ".metrics.json.extra.999999999.x.tmp"    # another file's temporary
-    for p in (dead, live, other):
+    mine = tmp_path / ".notes.tmp"                              # not a temporary of ours
+    for p in (dead, other, live, mine):
         p.write_text("half")
+    (tmp_path / ".dead.parquet.999999999.x.tmp").mkdir()          # a killed atomic_dir's folder
     write_json({"a": 1}, tmp_path / "metrics.json")
-    assert not dead.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, mine.name, "metrics.json"])
 
 
 def test_failed_block_publishes_nothing_and_keeps_a_partial_folder(tmp_path: Path) -> None:

@@ -108,6 +108,8 @@ def _validate_profile(profile: dict) -> None:
             raise PipelineError(f"training profile: {key} must be >= 1, got {profile[key]}")
     if profile["workers"] < 0:
         raise PipelineError(f"training profile: workers must be >= 0, got {profile['workers']}")
+    if profile.get("threads") is not None and profile["threads"] < 1:
+        raise PipelineError(f"training profile: threads must be >= 1, got {profile['threads']}")
 
 
 def is_panderm_profile(profile: dict) -> bool:
