@@ -116,7 +116,8 @@ def main() -> int:
     batch = args.batch_size or profile["batch_size"]
     # open_clip rounds an epoch to whole batches per worker: ask for steps rounded to workers.
     steps = math.ceil(args.steps / workers) * workers
-    profile.update(epochs=1, batch_size=batch, workers=workers, device=args.device, gpus=1,
+    # Not deterministic: a throughput check wants all threads and out.log's per-step timings.
+    profile.update(epochs=1, batch_size=batch, workers=workers, device=args.device, gpus=1, deterministic=False,
                    train_num_samples=steps * batch, log_every_n_steps=1, warmup=min(profile["warmup"], steps))
     loader_speed = _loader_speed()
     loader_speed.HAM = args.ham

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.faults import kill_point
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -242,10 +244,16 @@ def read_table(schema_name: str, path: str | Path) -> pd.DataFrame:
 
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
+
+    The temporary is named ``.<name>.<pid>.<random>.tmp``: one left by a killed process (its
+    pid no longer running) is removed by the next write of the same file, so kills do not
+    accumulate litter beside the outputs.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    clean_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -255,6 +263,56 @@ def atomic_path(path: str | Path):
             os.unlink(tmp)
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's live process
+        return True
+    return True
+
+
+_CLEANED: set[str] = set()
+
+
+def clean_stale_temps(path: str | Path) -> list[Path]:
+    """Remove the temporaries (``.<name>.<pid>.<random>.tmp``) beside ``path`` whose writer is dead.
+
+    A SIGKILL runs no cleanup, so this is where a killed run's half-written file or folder goes;
+    temporaries of a live process (a concurrent writer) are left alone. Each folder is swept
+    once per process: a stale temporary comes from a process that died before this one looked,
+    and a shard folder of 10,000 tars must not be listed again for every index written into it.
+    """
+    import shutil
+
+    folder = Path(path).parent
+    key = os.path.abspath(folder)
+    removed: list[Path] = []
+    if key in _CLEANED or not folder.is_dir():
+        return removed
+    _CLEANED.add(key)
+    for entry in folder.iterdir():
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        parts = name[:-len(".tmp")].rsplit(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or _pid_alive(int(parts[1])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 def write_json(obj: object, path: str | Path) -> None:
     """Write JSON atomically with sorted keys, so metrics files diff cleanly and rebuild identically."""
     with atomic_path(path) as tmp:
@@ -262,26 +320,188 @@ def write_json(obj: object, path: str | Path) -> None:
 
 
 @contextmanager
-def atomic_dir(path: str | Path):
+def atomic_dir(path: str | Path, partial: bool = False):
     """Yield a fresh temporary directory beside ``path``; swap it in only if the block succeeds.
 
     The previous directory stays intact until the new one is complete, so a killed stage leaves
-    the last good output (or nothing), never a mixture.
+    the last good output (or nothing), never a mixture; the swap goes through a commit journal
+    (:class:`Publication`), so even a kill between its two renames is repaired by the next run.
+    ``partial`` names the temporary ``.<name>.partial`` and keeps it when the block fails, for
+    stages that resume from a killed run's completed work (shard).
     """
+    path = Path(path)
+    with Publication(path.parent / f".{path.name}.commit.json") as pub:
+        yield pub.directory(path, partial=partial)
+
+
+_Move = tuple[Path, Path, int]   # (temporary, output, inode of the temporary when journaled)
+
+
+def _journal_moves(journal: Path) -> list[_Move]:
+    doc = json.loads(journal.read_text(encoding="utf-8"))
+    return [(Path(a), Path(b), int(ino)) for a, b, ino in doc["moves"]]
+
+
+def _old_of(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.old"
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported.
+
+    Why: a folder cannot be replaced by ``rename`` while the old one exists, and moving the old
+    one aside first leaves a moment with no output at all; the exchange has no such moment.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return done == 0
+
+
+def _remove(path: Path) -> None:
     import shutil
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def _apply_moves(moves: list[_Move]) -> None:
+    """Put each finished temporary in place of its output; idempotent, so a rerun can finish it.
+
+    An output whose inode is the journaled temporary's is already in place (a temporary still
+    present then holds the previous output, swapped out). A folder replaces a folder by an
+    atomic exchange; where the system lacks one, the old folder moves to ``.<name>.old`` first.
+    """
+    for tmp, dest, ino in moves:
+        old = _old_of(dest)
+        if dest.exists() and dest.stat().st_ino == ino:
+            _remove(tmp)
+        elif tmp.exists():
+            if tmp.is_dir() and dest.exists():
+                if _exchange(tmp, dest):
+                    kill_point("publish_mid_swap")
+                    _remove(tmp)
+                    continue
+                _remove(old)
+                os.replace(dest, old)
+                kill_point("publish_mid_swap")
+            os.replace(tmp, dest)
+        _remove(old)
+
+
+def recover_publication(journal: str | Path) -> bool:
+    """Finish a publication a killed run had committed (its journal exists); True if there was one.
+
+    Every temporary named in a journal was complete when the journal was written, so finishing
+    the renames (roll forward) gives exactly the outputs that run would have left.
+    """
+    journal = Path(journal)
+    if not journal.is_file():
+        return False
     try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old.{os.getpid()}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        moves = _journal_moves(journal)
+    except (OSError, ValueError, KeyError, TypeError):
+        moves = []   # cannot happen with an atomically written journal; never trust a broken one
+    _apply_moves(moves)
+    journal.unlink(missing_ok=True)
+    return True
+
+
+class Publication:
+    """Several outputs (files and folders) written to temporaries and published together.
+
+    A stage with more than one output (dedup's folder, shard's three split folders plus two
+    tables, the report's pages and figures) writes each to a temporary beside it; on success
+    the list of (temporary, output) renames goes to a journal written atomically, then the
+    renames run and the journal is deleted. A kill before the journal leaves every previous
+    output untouched (and the temporaries are cleaned up by the next run); a kill after it
+    is finished by :func:`recover_publication` when the stage next starts. Either way no mixture
+    of old and new outputs survives a run.
+    """
+
+    def __init__(self, journal: str | Path) -> None:
+        self.journal = Path(journal)
+        self.moves: list[tuple[Path, Path]] = []
+        self._keep: set[Path] = set()
+        self._journaled = False
+
+    def __enter__(self) -> Publication:
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        recover_publication(self.journal)
+        return self
+
+    def file(self, dest: str | Path) -> Path:
+        """A temporary file path that becomes ``dest`` on commit."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(dest)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+        self.moves.append((Path(tmp), dest))
+        return Path(tmp)
+
+    def directory(self, dest: str | Path, partial: bool = False) -> Path:
+        """A fresh temporary folder that becomes ``dest`` on commit (see :func:`atomic_dir`)."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(dest)
+        if partial:
+            tmp = partial_dir(dest)
+            tmp.mkdir()   # the caller moved a killed run's partial folder aside first
+            self._keep.add(tmp)
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent))
+        self.moves.append((tmp, dest))
+        return tmp
+
+    def commit(self) -> None:
+        kill_point("publish_before_journal")
+        with atomic_path(self.journal) as tmp:
+            moves = [[os.path.abspath(a), os.path.abspath(b), os.stat(a).st_ino] for a, b in self.moves]
+            tmp.write_text(json.dumps({"moves": moves}, indent=1), encoding="utf-8")
+        self._journaled = True
+        kill_point("publish_after_journal")
+        _apply_moves(_journal_moves(self.journal))
+        self.journal.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Remove the temporaries (a failed block), except resumable partial folders."""
+        import shutil
+
+        for tmp, _ in self.moves:
+            if tmp in self._keep or not tmp.exists():
+                continue
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            try:
+                self.commit()
+            except BaseException:
+                if not self._journaled:   # once journaled, the next run finishes the renames
+                    self.discard()
+                raise
+        else:
+            self.discard()
+
+
+def partial_dir(dest: str | Path) -> Path:
+    """Where a resumable folder output is built: ``.<name>.partial`` beside it (a fixed name, so
+    the next run finds what a killed one completed)."""
+    dest = Path(dest)
+    return dest.parent / f".{dest.name}.partial"

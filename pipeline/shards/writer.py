@@ -11,6 +11,11 @@ input that shapes its bytes (captions, metadata, source image SHA-256, encoder o
 limits). When a rebuild finds the same keys with the same fingerprint at the same position, the
 old tar and index are hard-linked into the new folder instead of re-encoded, so a change to
 later rows leaves earlier shards untouched (same inode, same mtime) and costs no image work.
+
+Resumable: as each tar (and its index) is complete, its record is appended to
+``.progress.jsonl`` in the folder being written. A killed run's folder, given back as
+``resume_from``, offers those tars by the same fingerprint test, so a rerun re-encodes only
+what the killed run had not finished. The progress file is removed when the split is complete.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import webdataset as wds
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import PipelineError
+from pipeline.faults import kill_point
 from pipeline.images.decode import load_rgb
 from pipeline.tables import write_json, write_table
 
@@ -37,6 +43,7 @@ from pipeline.tables import write_json, write_table
 WRITER_VERSION = "2"
 FINGERPRINTS_FILE = "fingerprints.json"
 SIZES_FILE = "sizes.json"
+PROGRESS_FILE = ".progress.jsonl"
 _TAR_BLOCK = 512
 _TAR_RECORD = 20 * _TAR_BLOCK  # tarfile pads the archive (after two end blocks) to whole records
 _EXIF_ORIENTATION = 0x0112
@@ -96,6 +103,7 @@ class SplitResult:
     failed: list[Sample]
     reused: int = 0
     written: int = 0
+    resumed: int = 0  # of ``reused``: tars a killed run had completed
 
 
 def encode_jpeg(path: str, max_side: int, quality: int, skip_reencode: bool = False) -> bytes | None:
@@ -184,6 +192,47 @@ def _load_previous(previous: Path | None) -> list[dict]:
     return [s for s in doc.get("shards", []) if isinstance(s, dict)]
 
 
+def _load_progress(folder: Path | None) -> list[dict]:
+    """The per-tar records a killed run appended as it went (a torn last line is ignored)."""
+    if folder is None or not (folder / PROGRESS_FILE).is_file():
+        return []
+    records = []
+    for line in (folder / PROGRESS_FILE).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("version") == WRITER_VERSION:
+            records.append(record)
+    return records
+
+
+def merge_progress(src: Path, dst: Path) -> int:
+    """Add the completed tars of killed run folder ``src`` to resume folder ``dst``; return how many.
+
+    Why merge rather than replace: a run killed while resuming has taken over only the tars it
+    reached, and ``dst`` may hold more. A tar of ``src`` wins over one of the same name in
+    ``dst`` (it is newer); its record is appended after its files are in place, and the last
+    record of a name is the one that counts.
+    """
+    dst.mkdir(parents=True, exist_ok=True)
+    merged = 0
+    for record in _load_progress(src):
+        name = record.get("name")
+        if not isinstance(name, str) or name != Path(name).name:
+            continue
+        files = [name, name.replace(".tar", ".parquet")]
+        if not all((src / f).is_file() for f in files):
+            continue
+        for f in files:
+            (dst / f).unlink(missing_ok=True)
+            _link_or_copy(src / f, dst / f)
+        with open(dst / PROGRESS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        merged += 1
+    return merged
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
@@ -193,7 +242,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def write_split(split: str, samples: Sequence[Sample], out_dir: Path, options: ShardOptions,
                 jpeg_of: Callable[[list[Sample]], list[bytes | None]],
-                previous: Path | None = None) -> SplitResult:
+                previous: Path | None = None, resume_from: Path | None = None) -> SplitResult:
     """Write the tars of one split into ``out_dir``; return index rows, sizes and failed samples.
 
     A tar closes at ``options.max_samples`` samples or before a sample would take it past
@@ -202,6 +251,8 @@ def write_split(split: str, samples: Sequence[Sample], out_dir: Path, options: S
     shard's images at a time. A sample whose image fails to encode (``None``) is left out of its
     tar and returned, for the caller's rejects table. ``previous`` is the last build of this
     split; tars whose inputs did not change are hard-linked from it instead of rewritten.
+    ``resume_from`` is a killed run's folder of this split: its completed tars are reused the
+    same way (counted in ``resumed``).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
@@ -210,7 +261,10 @@ def write_split(split: str, samples: Sequence[Sample], out_dir: Path, options: S
         if s.key in seen:
             raise PipelineError(f"split {split}: sample key {s.key!r} occurs twice; keys must be unique")
         seen.add(s.key)
-    old = _load_previous(previous)
+    sources = [(previous, {r.get("name"): r for r in _load_previous(previous)}, False),
+               (resume_from, {r.get("name"): r for r in _load_progress(resume_from)}, True)]
+    progress = out_dir / PROGRESS_FILE
+    progress.unlink(missing_ok=True)
     result = SplitResult([], {}, [])
     records: list[dict] = []
     encoded: dict[int, bytes | None] = {}
@@ -225,7 +279,12 @@ def write_split(split: str, samples: Sequence[Sample], out_dir: Path, options: S
     while pos < len(samples):
         shard_no = len(records)
         name = shard_name(split, shard_no)
-        reused = _reuse(old[shard_no] if shard_no < len(old) else None, samples, pos, options, previous, out_dir, name)
+        reused = None
+        for folder, by_name, resuming in sources:
+            reused = _reuse(by_name.get(name), samples, pos, options, folder, out_dir, name)
+            if reused is not None:
+                result.resumed += resuming
+                break
         if reused is not None:
             rows, consumed, failed_keys = reused
             result.failed += [s for s in samples[pos:pos + consumed] if s.key in failed_keys]
@@ -262,11 +321,15 @@ def write_split(split: str, samples: Sequence[Sample], out_dir: Path, options: S
         if rows:
             result.index_rows.extend(rows)
             result.sizes[name] = len({r["key"] for r in rows})
+            with open(progress, "a", encoding="utf-8") as fh:   # the tar and its index are complete
+                fh.write(json.dumps({"version": WRITER_VERSION, **records[-1]}, ensure_ascii=False) + "\n")
+            kill_point("shard_tar_done")
         else:  # every image of the chunk failed: no tar, and no number used up
             records.pop()
             (out_dir / name).unlink(missing_ok=True)
     write_json(result.sizes, out_dir / SIZES_FILE)
     write_json({"version": WRITER_VERSION, "options": str(options), "shards": records}, out_dir / FINGERPRINTS_FILE)
+    progress.unlink(missing_ok=True)
     return result
 
 

@@ -14,6 +14,7 @@ every table, because hashes of the fast and reference paths differ by a few bits
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import pandas as pd
 from pipeline import ids
 from pipeline.errors import ConfigError
 from pipeline.executor import Executor, LocalExecutor, make_executor
+from pipeline.faults import kill_point
 from pipeline.images.benchmarks import benchmark_files, parse_benchmarks
 from pipeline.images.clusters import choose_canonical, components
 from pipeline.images.decode import ImageProblem
@@ -39,8 +41,14 @@ from pipeline.images.hashing import (
 from pipeline.images.neardup import pairs_between, pairs_within
 from pipeline.params import section
 from pipeline.rejects import Reject
+from pipeline.resume import ChunkStore, fingerprint, resume_area, resume_config
 from pipeline.stages import StageResult, Timer
-from pipeline.tables import read_table, write_table
+from pipeline.tables import atomic_dir, read_table, write_table
+
+log = logging.getLogger(__name__)
+
+# Bump when hashing code changes what a chunk's result is (it is part of every resume key).
+HASH_CODE_VERSION = "1"
 
 
 def config(params: dict) -> tuple[dict, dict]:
@@ -80,7 +88,10 @@ def run(params: dict) -> StageResult:
         result.rows_in = len(images)
         # Hash each distinct content once: byte-identical files share their hash.
         by_sha = images.drop_duplicates("sha256").sort_values("sha256")
-        hashed = hash_on(ex, by_sha["path"].tolist(), cfg["hash_method"], "phash", mirror=cfg["mirror"])
+        store = ChunkStore(resume_area(params, "dedup", out))
+        hashed, resumed, n_chunks = hash_resumable(ex, by_sha["path"].tolist(), by_sha["sha256"].tolist(),
+                                                   cfg["hash_method"], cfg["mirror"], store,
+                                                   resume_config(params)["hash_chunk"])
         sha_hash = {s: h.phash if isinstance(h, HashedImage) else h
                     for s, h in zip(by_sha["sha256"], hashed, strict=True)}
         sha_mirror = {s: h.mirror for s, h in zip(by_sha["sha256"], hashed, strict=True) if isinstance(h, HashedImage)}
@@ -92,17 +103,66 @@ def run(params: dict) -> StageResult:
         mirrors = [sha_mirror[s] for s in images["sha256"]] if cfg["mirror"] else None
         clusters, edges = cluster_images(images, hashes, cfg["radius"], cfg["method_label"], mirrors)
         matches, bench_rejects, n_bench = match_benchmarks(images, hashes, deco, cfg, mirrors, ex)
-        write_table(clusters, "clusters", out / "clusters.parquet")
-        write_table(edges, "duplicate_edges", out / "duplicate_edges.parquet")
-        write_table(matches, "benchmark_matches", out / "benchmark_matches.parquet")
-        write_table([r.row() for r in rejects + bench_rejects], "rejects", out / "rejects.parquet")
+        # One folder swapped in whole: a kill leaves the previous four tables, never a mixture.
+        with atomic_dir(out) as tmp:
+            write_table(clusters, "clusters", tmp / "clusters.parquet")
+            write_table(edges, "duplicate_edges", tmp / "duplicate_edges.parquet")
+            write_table(matches, "benchmark_matches", tmp / "benchmark_matches.parquet")
+            write_table([r.row() for r in rejects + bench_rejects], "rejects", tmp / "rejects.parquet")
+            kill_point("dedup_before_publish")
+        store.clear()
         result.rows_out, result.rejected = len(clusters), len(rejects)
         result.extra = {"clusters": int(clusters["cluster_id"].nunique()) if len(clusters) else 0,
                         "exact links": int((edges["kind"] == "exact").sum()) if len(edges) else 0,
                         "near links": int((edges["kind"] == "near").sum()) if len(edges) else 0,
                         "benchmark images": n_bench,
                         "images matching a benchmark": int(matches["image_id"].nunique()) if len(matches) else 0}
+        if resumed:
+            result.extra["hash chunks resumed"] = f"{resumed}/{n_chunks}"
     return result
+
+
+def hash_resumable(ex: Executor, paths: list[str], shas: list[str], method: str, mirror: bool,
+                   store: ChunkStore, chunk: int) -> tuple[list[HashedImage | ImageProblem], int, int]:
+    """:func:`hash_on` in chunks of ``chunk`` files, each saved to ``store`` when done.
+
+    A rerun after a kill loads the chunks the killed run completed and hashes only the rest.
+    A chunk's key covers its files' paths and SHA-256s (from the images table), the hash method
+    and options and :data:`HASH_CODE_VERSION`, so a result is reused only for the same inputs.
+    Returns the results in input order, the number of chunks resumed and the number of chunks.
+    """
+    out: list[HashedImage | ImageProblem] = []
+    spans = [(i, min(i + chunk, len(paths))) for i in range(0, len(paths), chunk)]
+    resumed = 0
+    for lo, hi in spans:
+        key = fingerprint("dedup-hash", HASH_CODE_VERSION, HASH_METHODS[method], mirror,
+                          list(zip(paths[lo:hi], shas[lo:hi], strict=True)))
+        saved = store.load(key, hi - lo)
+        if saved is not None:
+            out += [_from_json(item) for item in saved]
+            resumed += 1
+            continue
+        done = hash_on(ex, paths[lo:hi], method, f"phash {lo // chunk + 1}/{len(spans)}", mirror=mirror)
+        if len(spans) > 1:   # a single chunk is the whole job: nothing to resume from
+            store.save(key, [_to_json(h) for h in done])
+            kill_point("dedup_hash_chunk_saved")
+        out += done
+    if resumed:
+        log.warning("dedup: resumed %d of %d hash chunks from an interrupted run (%s)", resumed, len(spans),
+                    store.root)
+    return out, resumed, len(spans)
+
+
+def _to_json(h: HashedImage | ImageProblem) -> dict:
+    if isinstance(h, ImageProblem):
+        return {"reason": h.reason, "detail": h.detail}
+    return {"phash": h.phash, "width": h.width, "height": h.height, "sha256": h.sha256, "mirror": h.mirror}
+
+
+def _from_json(item: dict) -> HashedImage | ImageProblem:
+    if "reason" in item:
+        return ImageProblem(item["reason"], item["detail"])
+    return HashedImage(item["phash"], item["width"], item["height"], item["sha256"], item["mirror"])
 
 
 def hash_on(ex: Executor, paths: list[str], method: str, desc: str,

@@ -16,7 +16,7 @@ from pipeline.params import section
 from pipeline.query import connect
 from pipeline.report import data, figures, render
 from pipeline.stages import StageResult, Timer
-from pipeline.tables import atomic_path, write_json
+from pipeline.tables import Publication, atomic_path, write_json
 from pipeline.text.ontology import Ontology
 
 # Figures the page embeds; also written beside it (DVC outs, README).
@@ -152,14 +152,17 @@ def run(params: dict) -> StageResult:
         finally:
             con.close()
         result.rows_in = d["overview"]["pairs"]
-        write_json(metrics, out / "metrics.json")
-        for name, (x, y, rows) in plot_tables(d).items():
-            write_text(out / name, f"{x},{y}\n" + "".join(f"{_csv_cell(a)},{b}\n" for a, b in rows))
         pngs = make_figures(d, context)
-        for name, png in pngs.items():
-            write_text(out / name, png)
-        write_text(out / "index.html", render.build_html(d, pngs, cfg["title"], context))
-        write_text(out / "DATASET_CARD.md", render.build_card(d, cfg["title"], context))
+        # Every file to a temporary first, then all renamed together: a kill leaves the previous
+        # report whole, never a new page beside old figures.
+        with Publication(out / ".report.commit.json") as pub:
+            write_json(metrics, pub.file(out / "metrics.json"))
+            for name, (x, y, rows) in plot_tables(d).items():
+                write_text(pub.file(out / name), f"{x},{y}\n" + "".join(f"{_csv_cell(a)},{b}\n" for a, b in rows))
+            for name, png in pngs.items():
+                write_text(pub.file(out / name), png)
+            write_text(pub.file(out / "index.html"), render.build_html(d, pngs, cfg["title"], context))
+            write_text(pub.file(out / "DATASET_CARD.md"), render.build_card(d, cfg["title"], context))
         result.rows_out = len(pngs)
         result.extra = {"figures": len(pngs), "html": str(out / "index.html")}
     return result

@@ -9,12 +9,20 @@ index rows + rejects (pairs whose image failed dedup hashing or re-encoding).
 
 Unchanged tars are not rewritten (see ``pipeline.shards.writer``); DVC keeps the previous
 build in place because the split folders are ``persist: true`` outs.
+
+Kill-safe and resumable: each split is built in ``shards/.<split>.partial`` and the three
+folders and two tables are published together (:class:`pipeline.tables.Publication`), so a
+killed run leaves the previous shards intact. The next run moves a killed run's partial folder
+to ``shards/.<split>.resume`` and reuses the tars it had completed (same fingerprint test as for
+the previous build), then deletes it.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -22,12 +30,13 @@ import pandas as pd
 from pipeline.corpus import join_corpus, table_paths
 from pipeline.errors import ConfigError
 from pipeline.executor import make_executor
+from pipeline.faults import kill_point
 from pipeline.params import section
 from pipeline.rejects import Reject
-from pipeline.shards.writer import Sample, ShardOptions, encode_jpeg, write_split
+from pipeline.shards.writer import Sample, ShardOptions, encode_jpeg, merge_progress, write_split
 from pipeline.stages import StageResult, Timer
 from pipeline.stages.split import SPLITS
-from pipeline.tables import atomic_dir, read_table, write_table
+from pipeline.tables import Publication, partial_dir, read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -77,30 +86,60 @@ def run(params: dict) -> StageResult:
 
         index_rows: list[dict] = []
         result.extra = {}
+        with Publication(out / ".shard.commit.json") as pub:
+            for split in SPLITS:
+                rows = frame[frame["split"] == split]
+                samples = _samples(rows, sha, cfg["captions"])
+                previous = out / split if (out / split).is_dir() else None
+                resume_from = _take_partial(out / split)
+                tmp = pub.directory(out / split, partial=True)
+                written = write_split(split, samples, tmp, options, jpeg_of, previous, resume_from)
+                if resume_from is not None:
+                    log.warning("shard: resumed %d of %d %s tars from an interrupted run", written.resumed,
+                                len(written.sizes), split)
+                for s in written.failed:
+                    rejects += [Reject("shard", s.meta["source"], pair_id, "shard_image_failed",
+                                       "canonical image could not be re-encoded", s.image_path)
+                                for pair_id, _ in s.captions]
+                index_rows += written.index_rows
+                result.extra[split] = sum(written.sizes.values())
+                result.extra[f"{split}_tars"] = len(written.sizes)
+                result.extra.setdefault("tars_reused", 0)
+                result.extra["tars_reused"] += written.reused
+                if resume_from is not None:
+                    result.extra["tars_resumed"] = result.extra.get("tars_resumed", 0) + written.resumed
+                if split == "train" and 0 < len(written.sizes) < cfg["min_train_shards"]:
+                    log.warning("shard: %d train tar(s) < shard.min_train_shards=%d (dataloader workers x GPUs): "
+                                "open_clip will run fewer workers; lower shard.max_samples_per_shard",
+                                len(written.sizes), cfg["min_train_shards"])
+                    result.extra["warning"] = "fewer train tars than workers x GPUs"
+            write_table(index_rows, "shard_index", pub.file(out / "manifest.parquet"))
+            write_table([r.row() for r in rejects], "rejects", pub.file(out / "rejects.parquet"))
+            kill_point("shard_before_publish")
         for split in SPLITS:
-            rows = frame[frame["split"] == split]
-            samples = _samples(rows, sha, cfg["captions"])
-            previous = out / split if (out / split).is_dir() else None
-            with atomic_dir(out / split) as tmp:
-                written = write_split(split, samples, tmp, options, jpeg_of, previous)
-            for s in written.failed:
-                rejects += [Reject("shard", s.meta["source"], pair_id, "shard_image_failed",
-                                   "canonical image could not be re-encoded", s.image_path)
-                            for pair_id, _ in s.captions]
-            index_rows += written.index_rows
-            result.extra[split] = sum(written.sizes.values())
-            result.extra[f"{split}_tars"] = len(written.sizes)
-            result.extra.setdefault("tars_reused", 0)
-            result.extra["tars_reused"] += written.reused
-            if split == "train" and 0 < len(written.sizes) < cfg["min_train_shards"]:
-                log.warning("shard: %d train tar(s) < shard.min_train_shards=%d (dataloader workers x GPUs): "
-                            "open_clip will run fewer workers; lower shard.max_samples_per_shard",
-                            len(written.sizes), cfg["min_train_shards"])
-                result.extra["warning"] = "fewer train tars than workers x GPUs"
-        write_table(index_rows, "shard_index", out / "manifest.parquet")
-        write_table([r.row() for r in rejects], "rejects", out / "rejects.parquet")
+            shutil.rmtree(_resume_dir(out / split), ignore_errors=True)
         result.rows_out, result.rejected = len(index_rows), len(rejects)
     return result
+
+
+def _resume_dir(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.resume"
+
+
+def _take_partial(dest: Path) -> Path | None:
+    """Move a killed run's partial folder of ``dest`` aside to resume from; None if none.
+
+    A run killed while resuming leaves both: its partial folder's completed tars are merged
+    into the resume folder (which may hold more), so no completed tar is lost to a second kill.
+    """
+    partial, resume = partial_dir(dest), _resume_dir(dest)
+    if partial.is_dir():
+        if resume.is_dir():
+            merge_progress(partial, resume)
+            shutil.rmtree(partial)
+        else:
+            os.replace(partial, resume)
+    return resume if resume.is_dir() else None
 
 
 def _samples(rows: pd.DataFrame, sha: dict[str, str], mode: str) -> list[Sample]:

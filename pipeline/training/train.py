@@ -11,15 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
+import re
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import braceexpand
 import torch
 
 from pipeline.errors import PipelineError
+from pipeline.tables import Publication, atomic_path
 from pipeline.training.launch import run_open_clip
 from pipeline.training.shardset import shard_pattern
 
@@ -68,7 +72,14 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "embed_dim": int,
     "image_size": int,
     "pretrained": str,
+    "deterministic": bool,
+    "threads": int,
 }
+# A partial run is built here (under the logs folder) and swapped into place when complete.
+PARTIAL_DIR = ".partial"
+# open_clip's log prefix and per-step timings: what makes two identical runs' out.log differ.
+_LOG_TIME = re.compile(r"^\d{4}-\d\d-\d\d,\d\d:\d\d:\d\d \| ", re.MULTILINE)
+_STEP_TIMING = re.compile(r"Data \(t\): [\d.]+ Batch \(t\): [\d.]+, [\d.]+/s, [\d.]+/s/gpu ")
 
 
 def _check_type(key: str, value: object, kind: type | tuple[type, ...]) -> None:
@@ -97,6 +108,8 @@ def _validate_profile(profile: dict) -> None:
             raise PipelineError(f"training profile: {key} must be >= 1, got {profile[key]}")
     if profile["workers"] < 0:
         raise PipelineError(f"training profile: workers must be >= 0, got {profile['workers']}")
+    if profile.get("threads") is not None and profile["threads"] < 1:
+        raise PipelineError(f"training profile: threads must be >= 1, got {profile['threads']}")
 
 
 def is_panderm_profile(profile: dict) -> bool:
@@ -278,15 +291,18 @@ def run_training(
     train_pattern, n_train = shard_pattern(Path(train_dir))
     val_pattern, n_val = shard_pattern(Path(val_dir)) if val_dir is not None else (None, None)
     logs_dir = Path(logs_dir)
+    # open_clip writes <logs>/<name> as it goes; it runs under <logs>/.partial and is swapped
+    # into place complete, so a killed run leaves the previous run folder intact.
+    staging = logs_dir / PARTIAL_DIR
     argv = build_train_args(
-        train_pattern, n_train, profile, logs_dir, name, val_pattern, n_val,
+        train_pattern, n_train, profile, staging, name, val_pattern, n_val,
         world_size=nproc_per_node,
     )  # fmt: skip
     run_dir = logs_dir / name
-    if run_dir.exists():
-        log.info("removing previous run %s (open_clip will not reuse it)", run_dir)
-        shutil.rmtree(run_dir)
-    logs_dir.mkdir(parents=True, exist_ok=True)
+    if (staging / name).exists():
+        log.info("removing an interrupted run %s (open_clip will not reuse it)", staging / name)
+        shutil.rmtree(staging / name)
+    staging.mkdir(parents=True, exist_ok=True)
     if is_panderm_profile(profile):
         from pipeline.training.panderm import build_initial_checkpoint
 
@@ -295,8 +311,79 @@ def run_training(
     if use_torchrun or (use_torchrun is None and nproc_per_node > 1):
         _run_torchrun(argv, nproc_per_node)
     else:
-        _run_in_process(argv)
+        with deterministic_training(profile):
+            _run_in_process(argv)
+    staged = checkpoint_path(staging, name, profile["epochs"])
+    if not staged.is_file():
+        raise PipelineError(f"training ended without writing {staged}; see {staging / name / 'out.log'}")
+    _tidy_run_files(staging / name, staging, logs_dir, bool(profile.get("deterministic")))
+    with Publication(logs_dir / f".{name}.commit.json") as pub:
+        slot = pub.directory(run_dir)
+        slot.rmdir()
+        os.replace(staging / name, slot)
+    if not any(staging.iterdir()):
+        staging.rmdir()
     final = checkpoint_path(logs_dir, name, profile["epochs"])
-    if not final.is_file():
-        raise PipelineError(f"training ended without writing {final}; see {run_dir / 'out.log'}")
     return final
+
+
+@contextmanager
+def deterministic_training(profile: dict):
+    """Make an in-process CPU run bit-reproducible when the profile says ``deterministic: true``.
+
+    Three things made two identical smoke runs differ: open_clip's sample shuffle buffer
+    (``wds.shuffle``) is seeded from the pid and the clock, not from ``--seed``; float sums
+    depend on the number of intra-op threads (a 2-thread run differs from a 1-thread run);
+    and a few kernels have nondeterministic implementations. So the shuffle gets a
+    ``random.Random(seed)``, torch runs ``threads`` (default 1) intra-op threads with
+    deterministic algorithms, and everything is restored afterwards. GPU profiles leave it off:
+    they want the fastest kernels, and bitwise equality across GPUs is not on offer anyway; the
+    smoke profile on a GPU machine (``device: auto``) still runs, with deterministic kernels
+    where CUDA has them (a missing one is a warning, not an error).
+    """
+    if not profile.get("deterministic"):
+        yield
+        return
+    import webdataset as wds
+
+    seed = int(profile["seed"])
+    shuffle = wds.shuffle
+    threads = torch.get_num_threads()
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+
+    def seeded_shuffle(*args: object, **kwargs: object) -> object:
+        kwargs.setdefault("rng", random.Random(seed))
+        return shuffle(*args, **kwargs)
+
+    wds.shuffle = seeded_shuffle
+    torch.set_num_threads(int(profile.get("threads") or 1))
+    on_cpu = _device(profile) == "cpu"
+    if not on_cpu:   # cuBLAS is deterministic only with this workspace setting, read at its start
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # On a GPU an op without a deterministic kernel warns instead of stopping the run.
+    torch.use_deterministic_algorithms(True, warn_only=not on_cpu)
+    try:
+        yield
+    finally:
+        wds.shuffle = shuffle
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _tidy_run_files(run_dir: Path, staging: Path, logs_dir: Path, deterministic: bool) -> None:
+    """Point ``params.txt``/``out.log`` at the final folder; drop the clock from a deterministic log.
+
+    The files name the staging folder open_clip ran in; after the swap that is wrong, and it
+    would differ from a run that was never staged. A deterministic profile's ``out.log`` loses
+    its timestamps and per-step timings (they are printed on the console as the run goes), so
+    the whole run folder is byte-identical between two runs.
+    """
+    for name in ("params.txt", "out.log"):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8").replace(str(staging), str(logs_dir))
+        if deterministic and name == "out.log":
+            text = _STEP_TIMING.sub("", _LOG_TIME.sub("", text))
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
