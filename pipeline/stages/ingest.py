@@ -19,7 +19,7 @@ from pipeline.params import section
 from pipeline.rejects import Reject
 from pipeline.sources import ADAPTERS, SourceAdapter, SourceRecord
 from pipeline.stages import StageResult, Timer
-from pipeline.tables import write_table
+from pipeline.tables import atomic_dir, write_table
 from pipeline.text.filters import Caption, CaptionFilterChain, ControlCharCleaner, FilterResult
 
 
@@ -124,9 +124,10 @@ def run(params: dict) -> StageResult:
                 "caption_index": rec.caption_index, "caption": verdict.caption, "language": verdict.language,
                 "context": chain.clean(rec.context), "licence": rec.licence, "source_label": rec.source_label, "group_key": rec.group_key,
             })
-        write_table(pairs, "pairs", out / "pairs.parquet")
-        write_table(list(images.values()), "images", out / "images.parquet")
-        write_table([r.row() for r in rejects], "rejects", out / "rejects.parquet")
+        with atomic_dir(out) as tmp:   # the three tables appear together or not at all
+            write_table(pairs, "pairs", tmp / "pairs.parquet")
+            write_table(list(images.values()), "images", tmp / "images.parquet")
+            write_table([r.row() for r in rejects], "rejects", tmp / "rejects.parquet")
         result.rows_out, result.rejected = len(pairs), len(rejects)
         result.extra = {"images": len(images)}
     return result

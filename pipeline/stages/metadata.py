@@ -12,7 +12,7 @@ from pathlib import Path
 from pipeline.corpus import join_corpus
 from pipeline.params import section
 from pipeline.stages import StageResult, Timer
-from pipeline.tables import atomic_path, load_schema, read_table, write_table
+from pipeline.tables import atomic_dir, load_schema, read_table, write_table
 
 RELEASE_CSV_COLUMNS = ["filename", "caption", "truncated_caption", "source", "source_type", "disease_label",
                        "hierarchical_disease_label", "skin_concept", "body_location", "symptoms", "age", "gender"]
@@ -30,9 +30,9 @@ def run(params: dict) -> StageResult:
         frame = frame.rename(columns={"canonical_path": "filename"})
         frame["width"], frame["height"] = frame["canonical_width"], frame["canonical_height"]
         table = frame[load_schema("metadata").names]
-        write_table(table, "metadata", out / "metadata.parquet")
-        with atomic_path(out / "derm1m_release.csv") as tmp:
-            table.sort_values("pair_id")[RELEASE_CSV_COLUMNS].to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL,
-                                                                     lineterminator="\n")
+        with atomic_dir(out) as tmp:   # the table and its CSV export appear together or not at all
+            write_table(table, "metadata", tmp / "metadata.parquet")
+            table.sort_values("pair_id")[RELEASE_CSV_COLUMNS].to_csv(tmp / "derm1m_release.csv", index=False,
+                                                                     quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
         result.rows_out = len(table)
     return result

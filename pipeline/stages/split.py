@@ -26,7 +26,7 @@ from pipeline.images.clusters import components
 from pipeline.images.hashing import single_method
 from pipeline.params import section
 from pipeline.stages import StageResult, Timer
-from pipeline.tables import load_schema, read_table, write_table
+from pipeline.tables import atomic_dir, load_schema, read_table, write_table
 
 SPLITS = ("train", "validation", "holdout")
 DECONTAMINATED = "decontaminated"   # the split of train groups removed for matching a benchmark
@@ -121,8 +121,9 @@ def run(params: dict) -> StageResult:
         frame = split_groups(clusters, pairs)
         frame["split"] = assign_splits(frame["split_group"], ratios, cfg["salt"])
         frame, removed = decontaminate(frame, clusters, matches)
-        write_table(frame, "splits", out / "splits.parquet")
-        write_table(removed, "decontaminated", out / "decontaminated.parquet")
+        with atomic_dir(out) as tmp:   # both tables appear together or not at all
+            write_table(frame, "splits", tmp / "splits.parquet")
+            write_table(removed, "decontaminated", tmp / "decontaminated.parquet")
         result.rows_in = result.rows_out = len(frame)
         result.extra = {s: int((frame["split"] == s).sum()) for s in (*SPLITS, DECONTAMINATED)}
         result.extra["decontaminated images"] = len(removed)
