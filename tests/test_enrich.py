@@ -226,6 +226,33 @@ def test_cluster_mode_keeps_variants_aligned(corpus: dict, tmp_path: Path) -> No
         shard.run(params)
 
 
+def test_missing_variants_are_empty_members_and_hf_loads(tmp_path: Path) -> None:
+    """A pair without an ontology caption still gets an (empty) ontology.txt, so every sample has
+    the same members, which Hugging Face's webdataset loader requires; readers skip it."""
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+
+    from pipeline.shards.writer import Sample, ShardOptions, encode_jpeg, write_split
+
+    samples = []
+    for i in range(6):
+        path = tmp_path / f"i{i}.jpg"
+        Image.new("RGB", (40, 30), (i * 30, 10, 10)).save(path)
+        samples.append(Sample(key=f"k{i}", image_id=f"k{i}", image_path=str(path), image_sha256=str(i),
+                              captions=((f"p{i}", f"caption {i}"),), meta={"pair_id": f"p{i}"},
+                              variants=(("ontology", (f"onto {i}" if i % 2 else None,)), ("concept", (f"conc {i}",)))))
+    result = write_split("train", samples, tmp_path / "out", ShardOptions(10),
+                         lambda chunk: [encode_jpeg(s.image_path, 64, 90) for s in chunk])
+    assert [list(r["variant_members"]) for r in result.index_rows[:2]] == [["concept.txt"],
+                                                                          ["ontology.txt", "concept.txt"]]
+    raw = list(wds.WebDataset(str(tmp_path / "out/train-000000.tar"), shardshuffle=False))
+    assert raw[0]["ontology.txt"] == b"" and variant_members(raw[0]) == ["concept.txt"]
+    assert {pick_text(raw[0], e)["txt"] for e in range(16)} == {b"caption 0", b"conc 0"}
+    ds = datasets.load_dataset("webdataset", data_files={"train": [str(tmp_path / "out/train-000000.tar")]},
+                               split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds[0]["txt"] == "caption 0" and ds[0]["ontology.txt"] == "" and ds[1]["ontology.txt"] == "onto 1"
+
+
 # --- the LLM hook against a local HTTP server -------------------------------------------------
 
 

@@ -30,10 +30,11 @@ def caption_members(sample: dict) -> list[str]:
 
 
 def variant_members(sample: dict, names: Sequence[str] | None = None) -> list[str]:
-    """The sample's enriched-caption members (``ontology.txt``, ``concept.txt.1``, ...), by
-    caption index then name; ``names`` keeps only those variants (e.g. ``["ontology"]``)."""
+    """The sample's non-empty enriched-caption members (``ontology.txt``, ``concept.txt.1``, ...),
+    by caption index then name; ``names`` keeps only those variants (e.g. ``["ontology"]``).
+    The writer stores a pair without a variant as an empty member, which is skipped here."""
     found = [(int(m[2] or 0), m[1], k) for k in sample if (m := _VARIANT.match(k))
-             and (names is None or m[1] in names)]
+             and (names is None or m[1] in names) and sample[k]]
     return [k for *_, k in sorted(found)]
 
 

@@ -50,7 +50,7 @@ class Sample:
     ``captions`` are ``(pair_id, text)``; the first goes to ``txt``, the next to ``txt.1``,
     ``txt.2``, ... (``shard.captions: cluster``). ``variants`` are ``(name, texts)`` with one
     text (or None) per caption, aligned by index: ``ontology.txt``, ``ontology.txt.1``, ...
-    (see :func:`variant_member`). ``image_sha256`` identifies the source bytes for the
+    (see :func:`variant_member`; a None is written as an empty member). ``image_sha256`` identifies the source bytes for the
     incremental fingerprint without reading the file.
     """
 
@@ -161,6 +161,7 @@ def variant_member(name: str, n: int) -> str:
 
 
 def _variant_members(sample: Sample, n: int) -> list[str]:
+    """The variant members of caption ``n`` that hold text (empty members are left out)."""
     return [variant_member(name, n) for name, texts in sample.variants if n < len(texts) and texts[n]]
 
 
@@ -168,10 +169,12 @@ def _members(sample: Sample, jpg: bytes) -> dict[str, bytes]:
     members = {"__key__": sample.key, "jpg": jpg}
     for n, (_, text) in enumerate(sample.captions):
         members["txt" if n == 0 else f"txt.{n}"] = text.encode("utf-8")
+    # Every caption gets every variant, empty when the pair has none: Hugging Face's webdataset
+    # loader refuses tars whose samples do not all have the same members.
     for name, texts in sample.variants:
-        for n, text in enumerate(texts):
-            if text:
-                members[variant_member(name, n)] = text.encode("utf-8")
+        for n in range(len(sample.captions)):
+            text = texts[n] if n < len(texts) else None
+            members[variant_member(name, n)] = (text or "").encode("utf-8")
     members["json"] = json.dumps(sample.meta, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
     return members
 
