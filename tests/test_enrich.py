@@ -99,6 +99,14 @@ nodes:
     assert join_list(["a", "b", "c"]) == "a, b and c" and join_list(["a"]) == "a"
 
 
+def test_ontology_caption_from_derm1m_released_ontology(shared: Path) -> None:
+    """Derm1M's ontology.json (comma-joined node names, "melanocytic" under benign and malignant)."""
+    c = OntologyCaptioner(Ontology.load(shared / "reference/derm1m/ontology.json"))
+    assert c(["squamous cell carcinoma"]) == "Squamous cell carcinoma, a malignant non-melanocytic proliferation."
+    assert c(["epidermoid cyst"]) == "Epidermoid cyst, a cyst, a proliferation."
+    assert c(["tinea cruris"]) == "Tinea cruris, a fungal infection, an infectious inflammatory condition."
+
+
 def test_concept_caption_adjectives_before_nouns(concept_captions: ConceptCaptioner) -> None:
     c = concept_captions
     assert c(["plaque", "scaly", "red"], ["elbow"]) == "The image shows red, scaly plaques on the elbow."

@@ -124,14 +124,14 @@ class OntologyCaptioner:
         non-infectious inflammatory condition" (no capital, no full stop)."""
         onto = self.ontology
         path = onto.path(node_id)
-        name = onto.name(node_id)
-        ancestors = [onto.name(i) for i in path[:-1]]
+        name = self._name(node_id)
+        ancestors = [self._name(i) for i in path[:-1]]
         if not ancestors:
             return name
         category, rest = self._category(ancestors)
         parts = []
         kind_of = onto.nodes[node_id].kind_of
-        kind_name = onto.name(kind_of) if kind_of in onto.nodes else None
+        kind_name = self._name(kind_of) if kind_of in onto.nodes else None
         group = rest[-1] if rest else None
         member_noun = self._member_noun(ancestors)
         if kind_name and kind_name != group:
@@ -140,6 +140,10 @@ class OntologyCaptioner:
             parts.append(self._group_as_member(group, member_noun))
         parts.append(category)
         return ", ".join([name, *parts])
+
+    def _name(self, node_id: str) -> str:
+        """A node's name as words: Derm1M's comma-joined names ("cysts, cyst") by their first part."""
+        return self.ontology.name(node_id).split(", ")[0]
 
     def _category(self, ancestors: list[str]) -> tuple[str, list[str]]:
         """The top-level category ("a non-infectious inflammatory condition", "a malignant
@@ -159,11 +163,12 @@ class OntologyCaptioner:
                 break
             adjectives.append(group)
             taken += 1
-        words: list[str] = []
-        for adj in reversed(adjectives):  # most specific first: "non-infectious inflammatory"
-            if not any(adj in w for w in words):
-                words.append(adj)
-        return with_article(" ".join([*words, noun])), below[taken:]
+        # The level-1 adjective stays next to the noun ("non-infectious inflammatory condition"),
+        # the groups below it read from general to specific ("benign melanocytic"); a group named
+        # inside a deeper one is said once ("malignant" in "premalignant").
+        ordered = [*adjectives[1:], *adjectives[:1]] if is_adjective(top) else adjectives
+        words = [a for a in ordered if not any(a != b and a in b for b in ordered)]
+        return with_article(" ".join([*dict.fromkeys(words), noun])), below[taken:]
 
     @staticmethod
     def _member_noun(ancestors: list[str]) -> str:
