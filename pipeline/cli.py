@@ -19,6 +19,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "demo-corpus": ("pipeline.stages.demo_corpus", "generate the synthetic demo corpus"),
     "ingest": ("pipeline.stages.ingest", "read every source into pairs/images/rejects tables"),
     "dedup": ("pipeline.stages.dedup", "cluster exact and near-duplicate images"),
+    "enrich": ("pipeline.stages.enrich", "knowledge-enhanced captions (ontology, concepts, optional LLM)"),
     "truncate": ("pipeline.stages.truncate", "fit captions to the text encoder's context"),
     "split": ("pipeline.stages.split", "assign train/validation/holdout per cluster"),
     "shard": ("pipeline.stages.shard", "write WebDataset shards per split"),

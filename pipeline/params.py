@@ -169,6 +169,9 @@ def relocate_outputs(params: dict, root: str | Path) -> dict:
     p["annotate"]["ontology"] = p["ontology"]["owl"]
     for key in ("concepts", "body_sites", "symptoms"):
         p["annotate"][key] = str(repo / p["annotate"][key])
+    if "enrich" in p:
+        p["enrich"]["out"] = str(root / "data/enrich")
+        p["enrich"]["llm"]["cache"] = str(root / "data/.llm_cache")
     p["shard"]["out"] = str(root / "shards")
     p["report"]["out"] = str(root / "report")
     p["train"]["out"] = str(root / "models")

@@ -85,7 +85,7 @@ def test_query_over_the_corpus_is_read_only(corpus, capsys, monkeypatch):
     assert "metadata:" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", ["ingest", "dedup", "truncate", "split", "shard", "metadata", "report"])
+@pytest.mark.parametrize("command", ["ingest", "dedup", "enrich", "truncate", "split", "shard", "metadata", "report"])
 def test_stage_commands_exist(command):
     proc = _run(command, "--help")
     assert proc.returncode == 0 and "--set" in proc.stdout

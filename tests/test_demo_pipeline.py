@@ -187,7 +187,8 @@ def test_shards_hold_every_pair_once_and_match_sizes(corpus):
         for tar_name, n in sizes.items():
             with tarfile.open(root / split / tar_name) as tar:
                 names = tar.getnames()
-                assert len(names) == 3 * n
+                # jpg, txt, json + one member per enriched caption kind (shard.text_variants)
+                assert len(names) == (3 + len(corpus["params"]["shard"]["text_variants"])) * n
                 assert all(m.mtime == 0 for m in tar.getmembers())
         samples = list(wds.WebDataset(sorted(str(p) for p in (root / split).glob("*.tar")), shardshuffle=False).decode("pil"))
         assert len(samples) == sum(sizes.values())

@@ -3,7 +3,9 @@
 Why here and not only in open_clip: open_clip's webdataset pipeline always reads ``txt``; a
 sample written with ``shard.captions: cluster`` also carries ``txt.1``, ``txt.2``, ... and a
 custom loader (or the loader benchmark) uses :func:`pick_caption` to show a different caption
-of the same image each epoch, deterministically from (key, epoch, seed).
+of the same image each epoch, deterministically from (key, epoch, seed). :func:`pick_text` does
+the same over the captions and their enriched variants (``ontology.txt``, ``concept.txt``, ...
+from ``shard.text_variants``), Derm1M-style caption augmentation.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import webdataset as wds
 from PIL import Image
 
 _TXT = re.compile(r"^txt(?:\.(\d+))?$")
+_VARIANT = re.compile(r"^([a-z]+)\.txt(?:\.(\d+))?$")
 
 
 def caption_members(sample: dict) -> list[str]:
@@ -26,17 +29,36 @@ def caption_members(sample: dict) -> list[str]:
     return [k for _, k in sorted(found)]
 
 
-def pick_caption(sample: dict, epoch: int, seed: int = 0) -> dict:
-    """Return the sample with ``txt`` set to one of its captions, chosen by (key, epoch, seed).
+def variant_members(sample: dict, names: Sequence[str] | None = None) -> list[str]:
+    """The sample's non-empty enriched-caption members (``ontology.txt``, ``concept.txt.1``, ...),
+    by caption index then name; ``names`` keeps only those variants (e.g. ``["ontology"]``).
+    The writer stores a pair without a variant as an empty member, which is skipped here."""
+    found = [(int(m[2] or 0), m[1], k) for k in sample if (m := _VARIANT.match(k))
+             and (names is None or m[1] in names) and sample[k]]
+    return [k for *_, k in sorted(found)]
 
-    A hash, not a RNG, so the choice is the same in every dataloader worker and on every rerun.
-    """
-    members = caption_members(sample)
+
+def _choose(sample: dict, members: list[str], epoch: int, seed: int) -> dict:
     if len(members) <= 1:
         return sample
     digest = hashlib.sha256(f"{sample['__key__']}|{epoch}|{seed}".encode()).digest()
     chosen = members[int.from_bytes(digest[:8], "big") % len(members)]
     return {**sample, "txt": sample[chosen]}
+
+
+def pick_text(sample: dict, epoch: int, seed: int = 0, variants: Sequence[str] | None = None) -> dict:
+    """Return the sample with ``txt`` set to one of its captions or enriched variants, chosen by
+    (key, epoch, seed) like :func:`pick_caption`; ``variants`` limits which variants take part
+    (None: all present, ``[]``: none, i.e. :func:`pick_caption`)."""
+    return _choose(sample, caption_members(sample) + variant_members(sample, variants), epoch, seed)
+
+
+def pick_caption(sample: dict, epoch: int, seed: int = 0) -> dict:
+    """Return the sample with ``txt`` set to one of its captions, chosen by (key, epoch, seed).
+
+    A hash, not a RNG, so the choice is the same in every dataloader worker and on every rerun.
+    """
+    return _choose(sample, caption_members(sample), epoch, seed)
 
 
 def decode_rgb(data: bytes) -> Image.Image:

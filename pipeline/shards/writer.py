@@ -40,7 +40,8 @@ from pipeline.images.decode import load_rgb
 from pipeline.tables import write_json, write_table
 
 # Bump when the tar layout changes, so old fingerprints stop matching.
-WRITER_VERSION = "2"
+# 3: text variant members (<key>.ontology.txt, ...) and the index's variant_members column.
+WRITER_VERSION = "3"
 FINGERPRINTS_FILE = "fingerprints.json"
 SIZES_FILE = "sizes.json"
 PROGRESS_FILE = ".progress.jsonl"
@@ -54,8 +55,10 @@ class Sample:
     """One WebDataset sample: a key, the pixels of one image and one or more captions.
 
     ``captions`` are ``(pair_id, text)``; the first goes to ``txt``, the next to ``txt.1``,
-    ``txt.2``, ... (``shard.captions: cluster``). ``image_sha256`` identifies the source bytes
-    for the incremental fingerprint without reading the file.
+    ``txt.2``, ... (``shard.captions: cluster``). ``variants`` are ``(name, texts)`` with one
+    text (or None) per caption, aligned by index: ``ontology.txt``, ``ontology.txt.1``, ...
+    (see :func:`variant_member`; a None is written as an empty member). ``image_sha256`` identifies the source bytes for the
+    incremental fingerprint without reading the file.
     """
 
     key: str
@@ -64,6 +67,7 @@ class Sample:
     image_sha256: str
     captions: tuple[tuple[str, str], ...]
     meta: dict = field(hash=False)
+    variants: tuple[tuple[str, tuple[str | None, ...]], ...] = ()
 
     @property
     def pair_id(self) -> str:
@@ -74,7 +78,8 @@ class Sample:
         return self.captions[0][1]
 
     def fingerprint(self) -> str:
-        blob = json.dumps([self.key, self.image_id, self.image_sha256, self.captions, self.meta],
+        parts = [self.key, self.image_id, self.image_sha256, self.captions, self.meta]
+        blob = json.dumps(parts + [self.variants] if self.variants else parts,
                           sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -155,10 +160,29 @@ def _member_bytes(size: int) -> int:
     return _TAR_BLOCK + -(-size // _TAR_BLOCK) * _TAR_BLOCK
 
 
+def variant_member(name: str, n: int) -> str:
+    """Member extension of text variant ``name`` for caption ``n``: ``ontology.txt``,
+    ``ontology.txt.1``, ... WebDataset splits at the first dot, so the member stays in the
+    sample, and its decoder reads ``ontology.txt`` as text (by its last extension); open_clip
+    reads only ``txt`` and ignores it."""
+    return f"{name}.txt" if n == 0 else f"{name}.txt.{n}"
+
+
+def _variant_members(sample: Sample, n: int) -> list[str]:
+    """The variant members of caption ``n`` that hold text (empty members are left out)."""
+    return [variant_member(name, n) for name, texts in sample.variants if n < len(texts) and texts[n]]
+
+
 def _members(sample: Sample, jpg: bytes) -> dict[str, bytes]:
     members = {"__key__": sample.key, "jpg": jpg}
     for n, (_, text) in enumerate(sample.captions):
         members["txt" if n == 0 else f"txt.{n}"] = text.encode("utf-8")
+    # Every caption gets every variant, empty when the pair has none: Hugging Face's webdataset
+    # loader refuses tars whose samples do not all have the same members.
+    for name, texts in sample.variants:
+        for n in range(len(sample.captions)):
+            text = texts[n] if n < len(texts) else None
+            members[variant_member(name, n)] = (text or "").encode("utf-8")
     members["json"] = json.dumps(sample.meta, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
     return members
 
@@ -366,7 +390,7 @@ def _write_tar(split: str, name: str, chunk: list[tuple[Sample, bytes]], out_dir
     offsets = _member_offsets(out_dir / name)
     rows = [{"key": s.key, "pair_id": pair_id, "image_id": s.image_id, "split": split, "shard": name,
              "index_in_shard": i, "txt_member": "txt" if n == 0 else f"txt.{n}",
-             "offset": offsets[f"{s.key}.jpg"], "jpg_bytes": len(j)}
+             "variant_members": _variant_members(s, n), "offset": offsets[f"{s.key}.jpg"], "jpg_bytes": len(j)}
             for i, (s, j) in enumerate(chunk) for n, (pair_id, _) in enumerate(s.captions)]
     write_table(rows, "shard_index", out_dir / name.replace(".tar", ".parquet"))
     return rows

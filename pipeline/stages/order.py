@@ -17,6 +17,7 @@ DATA_STAGES: list[tuple[str, str, str]] = [
     ("ingest", "pipeline.stages.ingest", "run"),
     ("dedup", "pipeline.stages.dedup", "run"),
     ("annotate", "pipeline.stages.annotate", "run"),
+    ("enrich", "pipeline.stages.enrich", "run"),
     ("truncate", "pipeline.stages.truncate", "run"),
     ("split", "pipeline.stages.split", "run"),
     ("shard", "pipeline.stages.shard", "run"),

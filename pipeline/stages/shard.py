@@ -4,7 +4,9 @@
 cluster is paired with the cluster's canonical image, as Derm1M's pretraining CSV does.
 ``cluster`` writes one sample per canonical image carrying all its captions as ``txt``,
 ``txt.1``, ... so a loader can pick one per epoch (``pipeline.shards.reader.pick_caption``)
-instead of seeing the same pixels several times an epoch. Accounting either way: pairs in =
+instead of seeing the same pixels several times an epoch. ``shard.text_variants`` adds the
+enrich stage's captions as ``<key>.ontology.txt``, ``<key>.concept.txt`` (``.llm.txt``),
+aligned per caption (``ontology.txt.1`` goes with ``txt.1``). Accounting either way: pairs in =
 index rows + rejects (pairs whose image failed dedup hashing or re-encoding).
 
 Unchanged tars are not rewritten (see ``pipeline.shards.writer``); DVC keeps the previous
@@ -23,6 +25,7 @@ import functools
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -47,8 +50,11 @@ META_COLUMNS = [
     "hierarchical_disease_label", "skin_concept", "body_location", "symptoms", "age", "gender",
 ]
 CAPTION_MODES = ("pair", "cluster")
+# shard.text_variants name -> the enriched_captions column written as <key>.<name>.txt
+TEXT_VARIANTS = {"ontology": "ontology_caption", "concept": "concept_caption", "llm": "llm_caption"}
 _CONFIG = {"out": str, "max_samples_per_shard": int, "max_shard_bytes": int, "max_side": int,
-           "jpeg_quality": int, "skip_reencode": bool, "captions": str, "min_train_shards": int}
+           "jpeg_quality": int, "skip_reencode": bool, "captions": str, "min_train_shards": int,
+           "text_variants": list}
 
 
 def run(params: dict) -> StageResult:
@@ -57,6 +63,11 @@ def run(params: dict) -> StageResult:
         raise ConfigError(f"params.yaml: shard.captions {cfg['captions']!r} is not one of {list(CAPTION_MODES)}")
     if not 1 <= cfg["jpeg_quality"] <= 95 or cfg["max_side"] < 16:
         raise ConfigError("params.yaml: shard.jpeg_quality must be 1..95 and shard.max_side >= 16")
+    variants = cfg["text_variants"]
+    bad = [v for v in variants if not isinstance(v, str) or v not in TEXT_VARIANTS]
+    if bad or len(set(variants)) != len(variants):
+        raise ConfigError(f"params.yaml: shard.text_variants {variants!r}: each must be one of {list(TEXT_VARIANTS)}, "
+                          f"listed once ([] = no variants)")
     workers = section(params, "ingest", {"workers": int})["workers"]
     out = Path(cfg["out"])
     options = ShardOptions(cfg["max_samples_per_shard"], cfg["max_shard_bytes"],
@@ -89,7 +100,7 @@ def run(params: dict) -> StageResult:
         with Publication(out / ".shard.commit.json") as pub:
             for split in SPLITS:
                 rows = frame[frame["split"] == split]
-                samples = _samples(rows, sha, cfg["captions"])
+                samples = _samples(rows, sha, cfg["captions"], variants)
                 previous = out / split if (out / split).is_dir() else None
                 resume_from = _take_partial(out / split)
                 tmp = pub.directory(out / split, partial=True)
@@ -142,19 +153,30 @@ def _take_partial(dest: Path) -> Path | None:
     return resume if resume.is_dir() else None
 
 
-def _samples(rows: pd.DataFrame, sha: dict[str, str], mode: str) -> list[Sample]:
-    """Samples of one split in key order: one per pair, or one per canonical image (cluster)."""
+def _samples(rows: pd.DataFrame, sha: dict[str, str], mode: str, variants: Sequence[str] = ()) -> list[Sample]:
+    """Samples of one split in key order: one per pair, or one per canonical image (cluster).
+
+    ``variants`` (shard.text_variants) add each pair's enriched captions, aligned with its
+    caption's position in the sample, so ``ontology.txt.1`` belongs to ``txt.1``.
+    """
     meta = rows[META_COLUMNS].astype(object).where(rows[META_COLUMNS].notna(), None).to_dict("records")
     paths = dict(zip(rows["pair_id"], rows["canonical_path"], strict=True))
+    texts = {name: dict(zip(rows["pair_id"], rows[TEXT_VARIANTS[name]].astype(object)
+                            .where(rows[TEXT_VARIANTS[name]].notna(), None), strict=True)) for name in variants}
+
+    def variants_of(pair_ids: list[str]) -> tuple[tuple[str, tuple[str | None, ...]], ...]:
+        return tuple((name, tuple(texts[name][p] for p in pair_ids)) for name in variants)
+
     if mode == "pair":
         return [Sample(key=m["pair_id"], image_id=m["canonical_image_id"], image_path=paths[m["pair_id"]],
                        image_sha256=sha.get(m["canonical_image_id"], ""),
-                       captions=((m["pair_id"], m["truncated_caption"]),), meta=m) for m in meta]
+                       captions=((m["pair_id"], m["truncated_caption"]),), meta=m,
+                       variants=variants_of([m["pair_id"]])) for m in meta]
     groups: dict[str, list[dict]] = {}
     for m in sorted(meta, key=lambda m: m["pair_id"]):
         groups.setdefault(m["canonical_image_id"], []).append(m)
     return [Sample(key=image_id, image_id=image_id, image_path=paths[group[0]["pair_id"]],
                    image_sha256=sha.get(image_id, ""),
                    captions=tuple((m["pair_id"], m["truncated_caption"]) for m in group),
-                   meta={**group[0], "pairs": group})
+                   meta={**group[0], "pairs": group}, variants=variants_of([m["pair_id"] for m in group]))
             for image_id, group in sorted(groups.items())]
