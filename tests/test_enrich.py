@@ -147,9 +147,13 @@ def test_stage_one_row_per_pair_and_deterministic(corpus: dict, tmp_path: Path) 
     table = _enriched(params)
     pairs = read_table("pairs", Path(params["ingest"]["out"]) / "pairs.parquet")
     assert sorted(table["pair_id"]) == sorted(pairs["pair_id"]) and table["pair_id"].is_unique
-    assert table["ontology_caption"].notna().all() and table["concept_caption"].notna().all()
+    # every English demo caption names a condition and a finding or site; the English-only matchers
+    # find nothing in the planted Spanish/French/German forum posts, which get no concept caption
+    english = table[table["pair_id"].isin(pairs.loc[pairs["language"] == "en", "pair_id"])]
+    assert len(english) >= 0.9 * len(table)
+    assert english["ontology_caption"].notna().all() and english["concept_caption"].notna().all()
     assert table["llm_caption"].isna().all() and table["llm_status"].isna().all()
-    assert table["concept_caption"].str.startswith("The image shows ").all()
+    assert table["concept_caption"].dropna().str.startswith("The image shows ").all()
     # a rerun elsewhere gives the same bytes
     again = copy.deepcopy(params)
     again["enrich"]["out"] = str(tmp_path / "enrich")
@@ -187,15 +191,19 @@ def test_shard_members_present_and_decodable(corpus: dict) -> None:
     samples = list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
     assert samples and all(isinstance(s["txt"], str) for s in samples)
     for s in samples:
-        assert s["ontology.txt"] == table.loc[s["__key__"], "ontology_caption"]
-        assert s["concept.txt"] == table.loc[s["__key__"], "concept_caption"]
+        for member, column in (("ontology.txt", "ontology_caption"), ("concept.txt", "concept_caption")):
+            expected = table.loc[s["__key__"], column]
+            assert s[member] == ("" if pd.isna(expected) else expected)   # empty member: no variant
         assert "llm.txt" not in s
     # open_clip's own pipeline: rename + to_tuple reads txt and ignores the variants
     image, text = next(iter(wds.WebDataset(urls, shardshuffle=False).decode("pilrgb")
                             .rename(image="jpg;png;jpeg;webp", text="txt").to_tuple("image", "text")))
     assert image.mode == "RGB" and text == samples[0]["txt"]
     manifest = read_table("shard_index", Path(params["shard"]["out"]) / "manifest.parquet")
-    assert all(sorted(v) == ["concept.txt", "ontology.txt"] for v in manifest["variant_members"])
+    with_knowledge = table[table["ontology_caption"].notna() & table["concept_caption"].notna()].index
+    listed = dict(zip(manifest["pair_id"], manifest["variant_members"], strict=True))
+    assert all(sorted(listed[p]) == ["concept.txt", "ontology.txt"] for p in with_knowledge if p in listed)
+    assert all(set(v) <= {"concept.txt", "ontology.txt"} for v in listed.values())
     # seeded augmentation over caption + variants
     picks = {pick_text(samples[0], epoch)["txt"] for epoch in range(24)}
     assert picks == {samples[0][m] for m in ("txt", "ontology.txt", "concept.txt")}
@@ -216,14 +224,16 @@ def test_cluster_mode_keeps_variants_aligned(corpus: dict, tmp_path: Path) -> No
     assert len(multi) > 0
     for r in multi.itertuples():
         n = r.txt_member.split(".")[1]
-        assert sorted(r.variant_members) == [f"concept.txt.{n}", f"ontology.txt.{n}"]
+        present = [f"{v}.txt.{n}" for v in ("concept", "ontology") if pd.notna(table.loc[r.pair_id, f"{v}_caption"])]
+        assert sorted(r.variant_members) == present
     tars = sorted(glob.glob(str(tmp_path / "shards/*/*.tar")))
     raw = {s["__key__"]: s for s in wds.WebDataset(tars, shardshuffle=False)}
     for r in manifest.itertuples():
         sample = raw[r.key]
         suffix = r.txt_member[3:]  # "" or ".1"
-        assert sample[f"ontology.txt{suffix}"].decode() == table.loc[r.pair_id, "ontology_caption"]
-        assert sample[f"concept.txt{suffix}"].decode() == table.loc[r.pair_id, "concept_caption"]
+        for variant in ("ontology", "concept"):
+            expected = table.loc[r.pair_id, f"{variant}_caption"]
+            assert sample[f"{variant}.txt{suffix}"].decode() == ("" if pd.isna(expected) else expected)
     # variants off: no members, no index entries; a bad name is a one-line error
     params["shard"].update(out=str(tmp_path / "plain"), text_variants=[])
     shard.run(params)
@@ -354,17 +364,22 @@ def test_stage_with_llm_hook_then_cache_and_disabled(corpus: dict, tmp_path: Pat
         first = enrich.run(params)
         n = len(server.requests)
         table = _enriched(params)
-        assert n == len(table) == first.extra["llm_requests"] and first.extra["llm_failed"] == 0
-        assert table["llm_caption"].str.startswith("Rewritten: ").all() and (table["llm_status"] == "ok").all()
+        # pairs with no enriched caption at all (the planted non-English posts) are not sent
+        sent = table[table["llm_status"] != "no_knowledge"]
+        assert (table.loc[table["llm_status"] == "no_knowledge", ["ontology_caption", "concept_caption"]].isna().all().all())
+        # one request per distinct input (the demo repeats some captions verbatim): the rest are cache hits
+        assert n == first.extra["llm_requests"] == len(sent) - first.extra["llm_cached"] > 0.8 * len(table)
+        assert first.extra["llm_failed"] == 0
+        assert sent["llm_caption"].str.startswith("Rewritten: ").all() and (sent["llm_status"] == "ok").all()
         before = (tmp_path / "enrich/enriched_captions.parquet").read_bytes()
         second = enrich.run(params)
-        assert len(server.requests) == n and second.extra["llm_cached"] == n
+        assert len(server.requests) == n and second.extra["llm_cached"] == len(sent)
         assert (tmp_path / "enrich/enriched_captions.parquet").read_bytes() == before
         # an endpoint that fails: nulls and a count, no traceback
         params["enrich"]["llm"].update(endpoint=server.url + "/fail", cache=str(tmp_path / "cache2"))
         failed = enrich.run(params)
-        assert failed.extra["llm_failed"] == len(table) and _enriched(params)["llm_caption"].isna().all()
-        assert (_enriched(params)["llm_status"] == "http_error").all()
+        assert failed.extra["llm_failed"] == len(sent) and _enriched(params)["llm_caption"].isna().all()
+        assert (_enriched(params)["llm_status"].isin(["http_error", "no_knowledge"])).all()
         # disabled: nothing network-related, even with an endpoint set
         params["enrich"]["llm"].update(enabled=False, endpoint=server.url)
         seen = len(server.requests)
