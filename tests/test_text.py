@@ -569,3 +569,14 @@ def test_symptom_word_inside_a_concept_phrase_is_morphology(annotator: Annotator
     ann = annotator("Small, red, pus-filled bumps on the chin.")
     assert "pustule" in ann.concepts and "exudate" not in ann.symptoms
     assert "exudate" in annotator("Pus draining from the nodule.").symptoms
+
+
+@pytest.mark.parametrize(("caption", "labels"), [
+    ("Ulcers and patches on the foot, consistent with keloid.", ["keloid"]),   # both are findings/concepts
+    ("Plaques and ulcers on the forearm, which is really typical of a keloid.", ["keloid"]),
+    ("Hyperpigmentation consistent with actinic keratoses.", ["actinic keratosis"]),
+    ("An ulcer on the leg.", ["ulcer"]),                                       # no cue: the finding itself
+    ("Psoriasis with ulcers, consistent with keloid.", ["psoriasis"]),         # a named disease still leads
+])
+def test_a_finding_after_a_diagnosis_cue_is_the_diagnosis(annotator: Annotator, caption: str, labels: list[str]) -> None:
+    assert [annotator.ontology.name(x) for x in annotator(caption).disease_labels] == labels

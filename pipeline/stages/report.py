@@ -47,6 +47,10 @@ def collect_metrics(con: duckdb.DuckDBPyConnection) -> dict:
     m["annotate"]["pairs_with_diagnosis"] = _scalar(con, "select count(*) from annotations where label_source <> 'none'")
     m["annotate"]["distinct_conditions"] = _scalar(con, "select count(distinct l) from (select unnest(disease_labels) as l from annotations)")
     m["truncate"]["truncated"] = _scalar(con, "select count(*) from captions where cut <> 'none'")
+    m["ingest"]["languages"] = {lang: int(n) for lang, n in con.execute(
+        "select language, count(*) from pairs group by 1 order by 1").fetchall()}
+    m["enrich"] = {f"{v}_captions": _scalar(con, f"select count({v}_caption) from enriched_captions")
+                   for v in ("ontology", "concept", "llm")}
     for split, n in con.execute("select split, count(*) from metadata group by split order by split").fetchall():
         m["split"][f"pairs_{split}"] = int(n)
     m["shard"]["samples"] = _scalar(con, "select count(*) from shard_index")

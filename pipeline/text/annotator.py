@@ -84,6 +84,13 @@ DESCRIPTIVE_GROUPS = {"reaction patterns and descriptive terms"}
 # eczema") gives examples, and Derm1M labels such a caption with its first condition only.
 LIST_GLUE = {"/", "pictures", "photos", "images"}
 
+# Words that introduce a caption's conclusion ("ulcers on the foot, consistent with keloid").
+# When a caption names only findings, the one after such a cue is its diagnosis: keloid here,
+# although the ulcer comes first and keloid is also a clinical concept.
+DIAGNOSIS_CUES = ("consistent with", "typical of", "characteristic of", "suggestive of", "compatible with",
+                  "diagnostic of", "looks like", "diagnosed with", "diagnosis is", "diagnosis of", "diagnosis:",
+                  "due to", "caused by", "in keeping with", "indicative of")
+
 
 @dataclass
 class Diagnosis:
@@ -181,6 +188,14 @@ def _sign_phrases(ontology: Ontology, reference: Ontology | None, walk: Crosswal
     return out
 
 
+def _after_diagnosis_cue(doc: Doc, mention: Mention) -> bool:
+    """Whether ``mention`` follows one of :data:`DIAGNOSIS_CUES` (an article may sit between)."""
+    words = doc[max(0, mention.start - 5):mention.start].text.lower().split()
+    if words and words[-1] in ("a", "an", "the"):
+        words = words[:-1]
+    return " ".join(words).endswith(DIAGNOSIS_CUES)
+
+
 def _is_descriptive(ontology: Ontology, node_id: str) -> bool:
     return node_id != ontology.root and fold_term(ontology.name(ontology.path(node_id)[0])) in DESCRIPTIVE_GROUPS
 
@@ -271,7 +286,7 @@ class Annotator:
         named = [m for m in mentions if m.kind == kind]
         affirmed = [m for m in named if m.status == "affirmed"]
         diseases = [m for m in affirmed if m.label not in self.descriptive]
-        pool = diseases or affirmed
+        pool = diseases or [m for m in affirmed if _after_diagnosis_cue(doc, m)] or affirmed
         group: list[Mention] = pool[:1]
         for m in pool[1:]:
             prev = group[-1]
