@@ -47,17 +47,22 @@ def run(params: dict) -> StageResult:
                                             load_symptoms(vocab["symptoms"]))
         truncator = CaptionTruncator(trunc["tokenizer"], trunc["context_length"])
         rewriter = LLMRewriter(llm_cfg) if llm_cfg.enabled else None
-        rows = []
+        drafts = []
         for r in progress(frame.itertuples(index=False), len(frame), "enrich", "pair"):
-            texts = {"ontology": ontology_captions(list(r.disease_labels)),
-                     "concept": concept_captions(list(r.skin_concepts), list(r.body_locations), list(r.symptom_list)),
-                     "llm": None}
-            status = None
-            if rewriter is not None:
-                if texts["ontology"] is None and texts["concept"] is None:
-                    status = "no_knowledge"
-                else:
-                    texts["llm"], status = rewriter(r.caption, texts["ontology"], texts["concept"])
+            drafts.append((r.pair_id, r.caption, {
+                "ontology": ontology_captions(list(r.disease_labels)),
+                "concept": concept_captions(list(r.skin_concepts), list(r.body_locations), list(r.symptom_list)),
+                "llm": None}))
+        statuses: list[str | None] = [None] * len(drafts)
+        if rewriter is not None:   # pairs with no knowledge at all are not sent
+            sent = [i for i, (_, _, t) in enumerate(drafts) if t["ontology"] is not None or t["concept"] is not None]
+            answers = rewriter.rewrite_all([(drafts[i][1], drafts[i][2]["ontology"], drafts[i][2]["concept"])
+                                            for i in sent])
+            statuses = ["no_knowledge"] * len(drafts)
+            for i, (text, status) in zip(sent, answers, strict=True):
+                drafts[i][2]["llm"], statuses[i] = text, status
+        rows = []
+        for (pair_id, _, texts), status in zip(drafts, statuses, strict=True):
             cut = []
             for name in VARIANTS:
                 if texts[name] is not None:
@@ -65,7 +70,7 @@ def run(params: dict) -> StageResult:
                     texts[name] = t.text or None
                     if t.cut != "none":
                         cut.append(name)
-            rows.append({"pair_id": r.pair_id, "ontology_caption": texts["ontology"],
+            rows.append({"pair_id": pair_id, "ontology_caption": texts["ontology"],
                          "concept_caption": texts["concept"], "llm_caption": texts["llm"], "llm_status": status,
                          "variants_cut": cut})
         write_table(rows, "enriched_captions", Path(cfg["out"]) / "enriched_captions.parquet")

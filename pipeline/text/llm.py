@@ -19,9 +19,11 @@ import json
 import logging
 import os
 import re
+import threading
 import urllib.error
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +48,7 @@ class LLMConfig:
     api_key_env: str = ""
     timeout_s: float = 30.0
     cache: str = "data/.llm_cache"
+    concurrency: int = 8           # requests in flight at once (an endpoint serves many; one at a time is ~days per 1M)
 
     @classmethod
     def from_params(cls, cfg: dict) -> LLMConfig:
@@ -72,6 +75,8 @@ class LLMConfig:
         if self.api_key_env and self.api_key_env not in os.environ:
             raise ConfigError(f"params.yaml: enrich.llm.api_key_env names ${self.api_key_env}, which is not set; "
                               f"export it or set api_key_env to \"\"")
+        if not (isinstance(self.concurrency, int) and not isinstance(self.concurrency, bool) and self.concurrency >= 1):
+            raise ConfigError(f"params.yaml: enrich.llm.concurrency must be an integer >= 1, got {self.concurrency!r}")
         if not (isinstance(self.timeout_s, (int, float)) and self.timeout_s > 0):
             raise ConfigError(f"params.yaml: enrich.llm.timeout_s must be > 0, got {self.timeout_s!r}")
 
@@ -96,6 +101,29 @@ class LLMRewriter:
     requests: int = 0
     cache_hits: int = 0
     failures: Counter = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def rewrite_all(self, inputs: list[tuple[str, str | None, str | None]]) -> list[tuple[str | None, str]]:
+        """:meth:`__call__` over ``inputs`` with ``config.concurrency`` requests in flight, in input
+        order (the answers are cached per input, so the table does not depend on timing). Identical
+        inputs share one answer, so a first run already gives every copy the answer a rerun reads
+        back from the cache."""
+        distinct = list(dict.fromkeys(inputs))   # a repeated caption is one request, answered once for all
+        if self.config.concurrency <= 1 or len(distinct) <= 1:
+            answers = [self(*x) for x in distinct]
+        else:
+            with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="llm") as pool:
+                answers = list(pool.map(lambda x: self(*x), distinct))
+        by_input = dict(zip(distinct, answers, strict=True))
+        return [by_input[x] for x in inputs]
+
+    def _count(self, what: str, status: str = "") -> int:
+        with self._lock:
+            if what == "failure":
+                self.failures[status] += 1
+                return self.failures[status]
+            setattr(self, what, getattr(self, what) + 1)
+            return 0
 
     def cache_key(self, prompt: str) -> str:
         blob = json.dumps([self.config.url, self.config.model, self.config.prompt, prompt], ensure_ascii=False)
@@ -112,14 +140,13 @@ class LLMRewriter:
         key = self.cache_key(prompt)
         cached = self._read_cache(key)
         if cached is not None:
-            self.cache_hits += 1
+            self._count("cache_hits")
             return cached, "ok"
         text, status = self._request(prompt)
         if text is None:
-            self.failures[status] += 1
-            if self.failures[status] in (1, 10, 100, 1000):
-                log.warning("enrich: LLM request failed (%s, %d so far): the llm_caption stays null", status,
-                            self.failures[status])
+            n = self._count("failure", status)
+            if n in (1, 10, 100, 1000):
+                log.warning("enrich: LLM request failed (%s, %d so far): the llm_caption stays null", status, n)
             return None, status
         self._write_cache(key, text)
         return text, "ok"
@@ -148,7 +175,7 @@ class LLMRewriter:
         if self.config.api_key_env:
             headers["Authorization"] = f"Bearer {os.environ.get(self.config.api_key_env, '')}"
         req = urllib.request.Request(self.config.url, data=body, headers=headers, method="POST")
-        self.requests += 1
+        self._count("requests")
         try:
             with urllib.request.urlopen(req, timeout=self.config.timeout_s) as resp:  # noqa: S310 (http(s) checked)
                 raw = resp.read()
