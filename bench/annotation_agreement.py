@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine  # noqa: E402
+from bench.common import machine, table  # noqa: E402
 from pipeline.text.agreement import score, score_metadata  # noqa: E402
 from pipeline.text.annotator import Annotator  # noqa: E402
 from pipeline.text.ontology import Ontology, project_ontology  # noqa: E402
@@ -51,13 +51,6 @@ DERM1M_ONTOLOGY = SHARED / "reference/derm1m/ontology.json"
 DERMNET = SHARED / "corpus/dermnet"
 SECTIONS = ("conditions", "dermnet", "throughput", "metadata", "skincap", "stage")
 SKINCAP = SHARED / "reference/skincap/skin_cap_meta_100.csv"
-
-
-def table(title: str, rows: list[tuple[str, str]]) -> None:
-    width = max(len(k) for k, _ in rows)
-    print(f"\n## {title}")
-    for key, value in rows:
-        print(f"  {key:<{width}}  {value}")
 
 
 def derm1m_annotator() -> Annotator:

@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine  # noqa: E402
+from bench.common import machine, table  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.text import filters  # noqa: E402
 from pipeline.text.filters import CaptionFilterChain  # noqa: E402
@@ -39,13 +39,6 @@ from pipeline.text.filters import CaptionFilterChain  # noqa: E402
 SHARED = REPO.parent / "shared"
 SKINCAP = SHARED / "reference/skincap/skin_cap_meta_100.csv"
 DEV_ROWS = SHARED / "reference/derm1m/dev_rows.csv"
-
-
-def table(title: str, rows: list[tuple[str, str]]) -> None:
-    width = max(len(k) for k, _ in rows)
-    print(f"\n## {title}")
-    for key, value in rows:
-        print(f"  {key:<{width}}  {value}")
 
 
 def real_captions() -> dict[str, list[str]]:

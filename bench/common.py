@@ -17,3 +17,11 @@ def require_shared_corpus(shared: Path) -> None:
     """Exit with one line when the shared reference images beside the checkout are absent."""
     if not (shared / "corpus").exists():
         sys.exit(f"no {shared / 'corpus'}: this benchmark needs the shared reference images")
+
+
+def table(title: str, rows: list[tuple[str, str]]) -> None:
+    """Print a titled two-column table (a benchmark's figures, aligned for pasting into a note)."""
+    width = max(len(k) for k, _ in rows)
+    print(f"\n## {title}")
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")

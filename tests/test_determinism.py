@@ -12,22 +12,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from repo_copy import copy_repo, repro_env, sh, write_params
 
-REPO = Path(__file__).resolve().parents[1]
 FOLDER_CLASSES = ("psoriasis", "melanoma", "vitiligo")
-
-
-def _sh(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 def _folder_images(root: Path, reverse: bool) -> None:
@@ -45,15 +38,7 @@ def _folder_images(root: Path, reverse: bool) -> None:
 
 
 def _repo(work: Path, variant: int) -> tuple[Path, dict]:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split("\n")
-    for rel in filter(None, files):
-        src = REPO / rel
-        if src.is_file() and not rel.startswith(("data/", "shards/train", "models/")):
-            (work / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, work / rel)
-    (work / "dvc.lock").unlink(missing_ok=True)
-    params = yaml.safe_load((work / "params.yaml").read_text())
+    params = copy_repo(work)
     params["demo"].update(n_unique_images=60, n_exact_copies=4, n_reencoded=3, n_resized=3, n_cropped=3,
                           n_multi_caption=6)
     params["shard"]["max_samples_per_shard"] = 25
@@ -61,14 +46,12 @@ def _repo(work: Path, variant: int) -> tuple[Path, dict]:
     workers = 2 if variant == 0 else 1
     params["executor"].update(kind="local" if variant == 0 else "serial", workers=workers)
     params["ingest"]["workers"] = params["dedup"]["workers"] = workers
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(work, params)
     _folder_images(work / "extra/atlas", reverse=variant == 1)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-           "OMP_NUM_THREADS": "2" if variant == 0 else "1", "MKL_NUM_THREADS": "2" if variant == 0 else "1"}
+    threads = "2" if variant == 0 else "1"
+    env = repro_env(TQDM_DISABLE="1", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     env.pop("PYTHONHASHSEED", None)
-    _sh(["git", "init", "-q"], work, env)
+    sh(["git", "init", "-q"], work, env)
     return work, env
 
 
