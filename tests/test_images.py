@@ -26,8 +26,9 @@ from pipeline.images.decode import (
 from pipeline.images.hashing import to_hex, to_signed
 from pipeline.images.neardup import pairs_within
 from pipeline.stages.dedup import cluster_images
-from pipeline.stages.ingest import clean_caption, confine
+from pipeline.stages.ingest import confine
 from pipeline.tables import write_table
+from pipeline.text.filters import Caption, ControlCharCleaner
 
 BIG = 10**8
 
@@ -325,6 +326,13 @@ def test_confine(tmp_path: Path) -> None:
     for bad in ("../x", "../root2/a.jpg", "sub/../../secret.jpg", "/etc/passwd", str(root / "a.jpg"), "link.jpg",
                 "", "a\x00b"):
         assert confine(root, bad) is None, bad
+
+
+def clean_caption(text: object) -> str:
+    """What ingest's ``control_chars`` filter does to a caption (pipeline.text.filters)."""
+    doc = Caption("" if text is None else str(text))
+    ControlCharCleaner()(doc)
+    return doc.text
 
 
 def test_clean_caption() -> None:

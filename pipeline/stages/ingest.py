@@ -20,15 +20,7 @@ from pipeline.rejects import Reject
 from pipeline.sources import ADAPTERS, SourceAdapter, SourceRecord
 from pipeline.stages import StageResult, Timer
 from pipeline.tables import atomic_dir, write_table
-from pipeline.text.filters import Caption, CaptionFilterChain, ControlCharCleaner, FilterResult
-
-
-def clean_caption(text: str | None) -> str:
-    """Control characters out and whitespace collapsed: the cleaning no filter setting turns off
-    (the filter chain, :func:`caption_chain`, does the rest)."""
-    doc = Caption("" if text is None else str(text))
-    ControlCharCleaner()(doc)
-    return doc.text
+from pipeline.text.filters import CaptionFilterChain, FilterResult
 
 
 def build_adapters(params: dict) -> list[SourceAdapter]:
@@ -60,19 +52,14 @@ def confine(root: Path, relpath: str) -> Path | None:
     return root / relpath
 
 
-def caption_chain(cfg: dict) -> CaptionFilterChain:
-    """The caption filters ``ingest.filters`` asks for (README "Caption cleaning and filters")."""
-    return CaptionFilterChain.from_params(cfg.get("filters"))
-
-
 def run(params: dict) -> StageResult:
     cfg = section(params, "ingest", {"out": str, "sources": list, "max_image_pixels": int, "workers": int, "min_side": int})
     out = Path(cfg["out"])
     with Timer(StageResult("ingest")) as result:
         adapters = build_adapters(params)
-        chain = caption_chain(cfg)
+        chain = CaptionFilterChain.from_params(cfg.get("filters"))   # README "Caption cleaning and filters"
         rejects: list[Reject] = []
-        accepted: list[tuple[SourceRecord, Path, int, FilterResult]] = []
+        accepted: list[tuple[SourceRecord, Path, int, str, FilterResult]] = []
         seen_pairs: set[str] = set()
         for rank, adapter in enumerate(adapters):
             for rec in adapter.records():
@@ -95,10 +82,10 @@ def run(params: dict) -> StageResult:
                         rejects.append(adapter.reject(rec.record_id, verdict.rejection.reason, verdict.rejection.detail,
                                                       str(path)))
                     else:
-                        accepted.append((rec, path, rank, verdict))
+                        accepted.append((rec, path, rank, pid, verdict))
 
         # Validate each distinct file once, in parallel, in a deterministic order.
-        unique_paths = sorted({str(p) for _, p, _, _ in accepted})
+        unique_paths = sorted({str(a[1]) for a in accepted})
         check = functools.partial(validate_image, max_pixels=cfg["max_image_pixels"], min_side=cfg["min_side"],
                                   max_aspect_ratio=float(cfg.get("max_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO)))
         with make_executor(params, cfg["workers"]) as ex:
@@ -106,7 +93,7 @@ def run(params: dict) -> StageResult:
         infos = dict(zip(unique_paths, checked, strict=True))
 
         pairs, images = [], {}
-        for rec, path, rank, verdict in accepted:
+        for rec, path, rank, pid, verdict in accepted:
             info = infos[str(path)]
             if isinstance(info, ImageProblem):
                 rejects.append(Reject("ingest", rec.source, rec.record_id, info.reason, info.detail, str(path)))
@@ -119,7 +106,7 @@ def run(params: dict) -> StageResult:
                 "height": info.height, "exif_orientation": info.exif_orientation, "source_rank": rank,
             })
             pairs.append({
-                "pair_id": ids.pair_id(rec.source, rec.record_id, rec.caption_index), "image_id": image_id,
+                "pair_id": pid, "image_id": image_id,
                 "source": rec.source, "source_type": rec.source_type, "source_record_id": rec.record_id,
                 "caption_index": rec.caption_index, "caption": verdict.caption, "language": verdict.language,
                 "context": chain.clean(rec.context), "licence": rec.licence, "source_label": rec.source_label, "group_key": rec.group_key,
