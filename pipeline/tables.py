@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -250,13 +251,9 @@ def atomic_path(path: str | Path):
     pid no longer running) is removed by the next write of the same file, so kills do not
     accumulate litter beside the outputs.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _new_temp_file(Path(path))
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -265,6 +262,15 @@ def atomic_path(path: str | Path):
 
 def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
+
+
+def _new_temp_file(dest: Path) -> Path:
+    """An empty ``.<name>.<pid>.<random>.tmp`` beside ``dest`` (after sweeping dead writers' ones)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(dest)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    return Path(tmp)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -290,8 +296,6 @@ def clean_stale_temps(path: str | Path) -> list[Path]:
     once per process: a stale temporary comes from a process that died before this one looked,
     and a shard folder of 10,000 tars must not be listed again for every index written into it.
     """
-    import shutil
-
     folder = Path(path).parent
     key = os.path.abspath(folder)
     removed: list[Path] = []
@@ -305,10 +309,7 @@ def clean_stale_temps(path: str | Path) -> list[Path]:
         parts = name[:-len(".tmp")].rsplit(".", 2)
         if len(parts) != 3 or not parts[1].isdigit() or _pid_alive(int(parts[1])):
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        _remove(entry)
         removed.append(entry)
     return removed
 
@@ -369,8 +370,6 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _remove(path: Path) -> None:
-    import shutil
-
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
@@ -445,12 +444,9 @@ class Publication:
     def file(self, dest: str | Path) -> Path:
         """A temporary file path that becomes ``dest`` on commit."""
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(dest)
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent)
-        os.close(fd)
-        self.moves.append((Path(tmp), dest))
-        return Path(tmp)
+        tmp = _new_temp_file(dest)
+        self.moves.append((tmp, dest))
+        return tmp
 
     def directory(self, dest: str | Path, partial: bool = False) -> Path:
         """A fresh temporary folder that becomes ``dest`` on commit (see :func:`atomic_dir`)."""
@@ -478,15 +474,9 @@ class Publication:
 
     def discard(self) -> None:
         """Remove the temporaries (a failed block), except resumable partial folders."""
-        import shutil
-
         for tmp, _ in self.moves:
-            if tmp in self._keep or not tmp.exists():
-                continue
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink(missing_ok=True)
+            if tmp not in self._keep:
+                _remove(tmp)
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
