@@ -73,9 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     fd = sub.add_parser("find-duplicates", help="list duplicate images under folders (--against: benchmark matches)")
     fd.add_argument("dirs", nargs="+", metavar="DIR", help="folders to scan recursively for images")
-    fd.add_argument("--radius", type=int, default=8, help="max Hamming distance between 64-bit pHashes (default 8)")
+    fd.add_argument("--radius", type=int, default=12, help="candidates: max Hamming distance between whole-image "
+                    "64-bit pHashes (default 12); every candidate is then verified")
+    fd.add_argument("--window-radius", type=int, default=8, help="candidates: max distance between a whole image "
+                    "and a centred window of the other, i.e. crops (default 8)")
+    fd.add_argument("--dermoscopic", action="store_true", help="judge every pair by the dermoscopic policy "
+                    "(no occlusion check: different lesions under one dermatoscope differ only in a few cells)")
     fd.add_argument("--output", required=True, metavar="OUT.csv", help="CSV to write")
-    fd.add_argument("--against", metavar="BENCH_DIR", help="only images within the radius of an image of BENCH_DIR "
+    fd.add_argument("--against", metavar="BENCH_DIR", help="only images that are verified copies of an image of BENCH_DIR "
                     "(a folder, or a CSV with an image_path column)")
     fd.add_argument("--hash-method", default="fast", choices=["fast", "imagehash"], help="pHash path (default fast)")
     fd.add_argument("--workers", type=int, default=0, help="hashing processes (default: one per core)")

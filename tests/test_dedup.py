@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.fftpack
-from PIL import Image, ImageOps
+from PIL import Image
 
 from pipeline.cli import main
 from pipeline.errors import ConfigError, PipelineError
@@ -37,8 +37,11 @@ from pipeline.images.hashing import (
     single_method,
 )
 from pipeline.images.neardup import pairs_between, pairs_within, plan
+from pipeline.params import load_params
 from pipeline.stages import dedup, ingest, shard, split
 from pipeline.tables import read_table, write_table
+
+REPO = Path(__file__).resolve().parents[1]
 
 FAST, REF = HASH_METHODS["fast"], HASH_METHODS["imagehash"]
 
@@ -451,13 +454,15 @@ def test_split_refuses_mixed_hash_methods(corpus: dict, tmp_path: Path) -> None:
 
 @pytest.mark.shared
 def test_ham10000_no_cluster_or_lesion_spans_splits(shared: Path, tmp_path: Path) -> None:
-    """All of HAM10000 through ingest, dedup and split: every duplicate cluster and every
-    lesion_id lies in exactly one split, and lesions do join clusters into split groups."""
+    """All of HAM10000 through ingest, dedup (default params) and split: dermoscopic look-alikes
+    are not merged (largest cluster <= 10, <= 5 clusters span two lesion_ids, none two
+    diagnoses, <= 50 pairs of different lesions share a cluster); every duplicate cluster and
+    every lesion_id lies in exactly one split."""
     params = {"ingest": {"out": str(tmp_path / "ingest"), "workers": 2, "max_image_pixels": 89478485,
                          "min_side": 16, "sources": [{"name": "ham", "adapter": "ham10000",
                                                        "path": str(shared / "corpus/ham10000")}]},
-              "dedup": {"out": str(tmp_path / "dedup"), "radius": 8, "workers": 2, "hash_method": "fast"},
-              "decontaminate": {"radius": 8, "benchmarks": []},
+              "dedup": {**load_params(REPO / "params.yaml")["dedup"], "out": str(tmp_path / "dedup")},
+              "decontaminate": {"radius": 12, "benchmarks": []},
               "split": {"out": str(tmp_path / "split"), "salt": "derm1m-split-v1",
                         "ratios": {"train": 0.8, "validation": 0.1, "holdout": 0.1}}}
     ingest.run(params)
@@ -468,6 +473,12 @@ def test_ham10000_no_cluster_or_lesion_spans_splits(shared: Path, tmp_path: Path
     splits = read_table("splits", tmp_path / "split/splits.parquet")
     frame = pairs.merge(clusters, on="image_id").merge(splits, on="cluster_id")
     assert len(frame) == len(pairs) == 10015
+    assert clusters["cluster_size"].max() <= 10
+    per_cluster = frame.groupby("cluster_id").agg(lesions=("group_key", "nunique"), dx=("source_label", "nunique"))
+    assert (per_cluster["lesions"] > 1).sum() <= 5 and (per_cluster["dx"] > 1).sum() == 0
+    lesion_pairs = frame.groupby(["cluster_id", "group_key"]).size().groupby("cluster_id").agg(
+        lambda s: (s.sum() ** 2 - (s ** 2).sum()) // 2)
+    assert lesion_pairs.sum() <= 50
     assert (frame.groupby("cluster_id")["split"].nunique() == 1).all()
     assert (frame.groupby("group_key")["split"].nunique() == 1).all()
     per_lesion_clusters = frame.groupby("group_key")["cluster_id"].nunique()
@@ -477,43 +488,3 @@ def test_ham10000_no_cluster_or_lesion_spans_splits(shared: Path, tmp_path: Path
     assert math.isclose(shares["train"], 0.8, abs_tol=0.03)
 
 
-def test_mirror_links_join_flipped_copies(tmp_path: Path) -> None:
-    """dedup.mirror: a left-right flipped copy joins its original (edge kind 'mirror'); without it,
-    it does not; a symmetric picture never links to itself."""
-    paths = []
-    for k in range(4):
-        p = tmp_path / f"o{k}.jpg"
-        _scene(320, 240, 200 + k).save(p, quality=90)
-        paths.append(p)
-    flipped = tmp_path / "flip.jpg"
-    ImageOps.mirror(_scene(320, 240, 201)).save(flipped, quality=85)
-    paths.append(flipped)
-    hashed = hash_files([str(p) for p in paths], "fast", mirror=True, sha256=True)
-    frame = pd.DataFrame({"image_id": [f"img_{p.stem}" for p in paths], "sha256": [h.sha256 for h in hashed],
-                          "width": 320, "height": 240, "source_rank": 0})
-    hashes, mirrors = [h.phash for h in hashed], [h.mirror for h in hashed]
-    plain, _ = dedup.cluster_images(frame, hashes, 8)
-    assert plain["cluster_size"].max() == 1
-    clusters, edges = dedup.cluster_images(frame, hashes, 8, FAST, mirrors)
-    c = clusters.set_index("image_id")["cluster_id"]
-    assert c["img_flip"] == c["img_o1"] and clusters["cluster_size"].max() == 2
-    assert edges[["image_id_a", "image_id_b", "kind"]].values.tolist() == [["img_flip", "img_o1", "mirror"]]
-    assert edges["distance"].iloc[0] <= 8
-
-
-def test_benchmark_match_through_the_mirror_hash(tmp_path: Path) -> None:
-    """With dedup.mirror, a benchmark image that is a flipped copy of a corpus image matches it."""
-    bench = tmp_path / "bench"
-    bench.mkdir()
-    corpus = tmp_path / "c.jpg"
-    _scene(320, 240, 77).save(corpus, quality=90)
-    ImageOps.mirror(_scene(320, 240, 77)).save(bench / "flipped.jpg", quality=80)
-    hashed = hash_files([str(corpus)], "fast", mirror=True)
-    images = pd.DataFrame({"image_id": ["img_c"]})
-    deco = {"radius": 8, "sets": parse_benchmarks([{"name": "b", "path": str(bench)}])}
-    cfg = {"hash_method": "fast", "workers": 1, "method_label": FAST}
-    plain, _, n = dedup.match_benchmarks(images, [hashed[0].phash], deco, cfg)
-    assert n == 1 and plain.empty
-    flipped, _, _ = dedup.match_benchmarks(images, [hashed[0].phash], deco, cfg, [hashed[0].mirror])
-    assert flipped[["image_id", "benchmark"]].values.tolist() == [["img_c", "b"]]
-    assert flipped["benchmark_path"].iloc[0].endswith("flipped.jpg") and flipped["distance"].iloc[0] <= 8

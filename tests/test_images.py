@@ -11,11 +11,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import ids
 from pipeline.images.decode import (
     ImageInfo,
     ImageProblem,
@@ -25,9 +23,7 @@ from pipeline.images.decode import (
 )
 from pipeline.images.hashing import to_hex, to_signed
 from pipeline.images.neardup import pairs_within
-from pipeline.stages.dedup import cluster_images
 from pipeline.stages.ingest import confine
-from pipeline.tables import write_table
 from pipeline.text.filters import Caption, ControlCharCleaner
 
 BIG = 10**8
@@ -239,74 +235,6 @@ def test_hash_signed_roundtrip() -> None:
     assert signed.view(np.uint64).tolist() == values
     assert [to_hex(int(x)) for x in signed] == ["0000000000000000", "0000000000000001", "8000000000000000",
                                                  "ffffffffffffffff"]
-
-
-# -- cluster_images ---------------------------------------------------------------------------
-
-ROWS = [  # image_id, sha256, width, height, source_rank, phash
-    ("img_a", "s1", 100, 100, 0, 0x0),
-    ("img_b", "s1", 100, 100, 0, 0x0),              # byte copy of a
-    ("img_c", "s2", 200, 200, 1, 0x3),              # larger near copy of a: canonical of {a, b, c}
-    ("img_d", "s3", 50, 50, 1, 0xFFFF000000000000),
-    ("img_e", "s4", 50, 50, 0, 0xFFFF000000000001),  # same size as d, earlier source: canonical
-    ("img_f", "s5", 10, 10, 0, 0x00000000FFFF0000),
-    ("img_g", "s6", 10, 10, 0, 0x00000000FFFF003F),  # 6 from f
-    ("img_h", "s7", 10, 10, 0, 0x00000000FFFF0FFF),  # 6 from g, 12 from f: joined through g
-    ("img_s", "s8", 10, 10, 0, 0x0F0F0F0F00000000),  # alone
-    ("img_x", "s9", 30, 30, 0, 0x5A5A5A5A5A5A5A5A),
-    ("img_y", "s9", 30, 30, 0, 0x5A5A5A5A5A5A5A5A),  # byte copy of x, same rank: id breaks the tie
-]
-
-
-def _cluster(rows: list[tuple]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    frame = pd.DataFrame(rows, columns=["image_id", "sha256", "width", "height", "source_rank", "phash"])
-    clusters, edges = cluster_images(frame.drop(columns="phash"), frame["phash"].tolist(), 8)
-    return clusters.set_index("image_id"), edges
-
-
-def test_cluster_images_canonical_and_kinds() -> None:
-    """Canonical = largest, then earliest source, then smallest id; exact copies of it are 'exact'."""
-    c, _ = _cluster(ROWS)
-    canon = c["canonical_image_id"].to_dict()
-    assert canon == {"img_a": "img_c", "img_b": "img_c", "img_c": "img_c", "img_d": "img_e", "img_e": "img_e",
-                     "img_f": "img_f", "img_g": "img_f", "img_h": "img_f", "img_s": "img_s",
-                     "img_x": "img_x", "img_y": "img_x"}
-    assert c["match_kind"].to_dict() == {
-        "img_a": "near", "img_b": "near", "img_c": "canonical", "img_d": "near", "img_e": "canonical",
-        "img_f": "canonical", "img_g": "near", "img_h": "near", "img_s": "canonical",
-        "img_x": "canonical", "img_y": "exact"}
-    assert c["cluster_size"].to_dict() == {"img_a": 3, "img_b": 3, "img_c": 3, "img_d": 2, "img_e": 2, "img_f": 3,
-                                           "img_g": 3, "img_h": 3, "img_s": 1, "img_x": 2, "img_y": 2}
-    assert c["distance_to_canonical"].to_dict() == {"img_a": 2, "img_b": 2, "img_c": 0, "img_d": 1, "img_e": 0,
-                                                    "img_f": 0, "img_g": 6, "img_h": 12, "img_s": 0,
-                                                    "img_x": 0, "img_y": 0}
-    assert c["is_canonical"].to_dict() == {k: k == v for k, v in canon.items()}
-    assert (c["cluster_id"] == c["canonical_image_id"].map(ids.cluster_id)).all()
-    assert c.loc["img_d", "phash"] == "ffff000000000000"
-
-
-def test_cluster_images_edges() -> None:
-    """Exact links join byte copies; near links join distinct contents within the radius only."""
-    _, e = _cluster(ROWS)
-    got = sorted(zip(e["image_id_a"], e["image_id_b"], e["kind"], e["distance"].astype(int), strict=True))
-    assert got == [("img_a", "img_b", "exact", 0), ("img_a", "img_c", "near", 2), ("img_d", "img_e", "near", 1),
-                   ("img_f", "img_g", "near", 6), ("img_g", "img_h", "near", 6), ("img_x", "img_y", "exact", 0)]
-
-
-def test_cluster_images_independent_of_row_order(tmp_path: Path) -> None:
-    """Reversing the input rows changes no cluster row, and both tables fit their schemas.
-
-    (The edge list may name another member of a byte-identical group; the stage sorts by id first.)
-    """
-    c1, e1 = _cluster(ROWS)
-    c2, e2 = _cluster(ROWS[::-1])
-    pd.testing.assert_frame_equal(c1.sort_index(), c2.sort_index())
-    write_table(c1.reset_index(), "clusters", tmp_path / "a.parquet")
-    write_table(c2.reset_index(), "clusters", tmp_path / "b.parquet")
-    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
-    write_table(e1, "duplicate_edges", tmp_path / "e1.parquet")
-    write_table(e2, "duplicate_edges", tmp_path / "e2.parquet")
-    assert e1["kind"].value_counts().to_dict() == e2["kind"].value_counts().to_dict() == {"exact": 2, "near": 4}
 
 
 # -- ingest helpers ---------------------------------------------------------------------------

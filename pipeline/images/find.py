@@ -2,10 +2,13 @@
 
 The pipeline's dedup without the pipeline: people want to check their own folders before they
 ever write a params.yaml. It hashes every image under the folders (recursively) with the same
-fast pHash path, finds every pair within the radius exactly, and writes one CSV row per image
-that has a duplicate, or, with ``--against``, per image that matches a benchmark image (the
-decontamination check for one's own data). Files that cannot be decoded go to a rejects CSV
-beside the output with a reason code, never a traceback.
+fast pHash path and views, and finds verified, chain-free clusters with the very functions the
+dedup stage uses (:func:`pipeline.images.clusters.duplicate_clusters`; candidates, verification
+and leader clustering with the params.yaml defaults), so the two never disagree. It writes one
+CSV row per image that has a duplicate, or, with ``--against``, per image that is a verified
+copy of a benchmark image (the decontamination check for one's own data, as the dedup stage's
+:func:`pipeline.images.matching.verified_matches`). Files that cannot be decoded go to a
+rejects CSV beside the output with a reason code, never a traceback.
 """
 
 from __future__ import annotations
@@ -20,15 +23,15 @@ import numpy as np
 from pipeline import ids
 from pipeline.errors import PipelineError
 from pipeline.images.benchmarks import BenchmarkSet, benchmark_files, list_images
-from pipeline.images.clusters import components
+from pipeline.images.clusters import duplicate_clusters
 from pipeline.images.decode import ImageProblem
 from pipeline.images.hashing import HashedImage, check_method, hash_paths, popcount64, to_signed
-from pipeline.images.neardup import pairs_between, pairs_within
+from pipeline.images.matching import Descriptors, MatchConfig, verified_matches
 from pipeline.tables import atomic_path
 
 CLUSTER_COLUMNS = ["path", "cluster_id", "cluster_size", "match_kind", "distance_to_canonical", "canonical_path",
-                   "hash_method"]
-AGAINST_COLUMNS = ["path", "benchmark_path", "distance", "n_benchmark_matches", "hash_method"]
+                   "hash_method", "score_to_canonical"]
+AGAINST_COLUMNS = ["path", "benchmark_path", "distance", "n_benchmark_matches", "hash_method", "score"]
 
 
 def _scan(dirs: list[Path]) -> list[tuple[str, int]]:
@@ -48,7 +51,7 @@ def _scan(dirs: list[Path]) -> list[tuple[str, int]]:
 def _hash(paths: list[str], method: str, workers: int, rejects: list[tuple[str, str, str]],
           desc: str) -> tuple[list[str], list[HashedImage]]:
     ok_paths, ok = [], []
-    for path, h in zip(paths, hash_paths(paths, method, workers, desc, sha256=True), strict=True):
+    for path, h in zip(paths, hash_paths(paths, method, workers, desc, sha256=True, views=True), strict=True):
         if isinstance(h, ImageProblem):
             rejects.append((path, h.reason, h.detail))
         else:
@@ -57,47 +60,49 @@ def _hash(paths: list[str], method: str, workers: int, rejects: list[tuple[str, 
     return ok_paths, ok
 
 
-def cluster_rows(paths: list[str], ranks: list[int], hashed: list[HashedImage], radius: int,
-                 label: str) -> list[dict]:
+def cluster_rows(paths: list[str], ranks: list[int], hashed: list[HashedImage], match: MatchConfig,
+                 label: str, dermoscopic: bool = False) -> list[dict]:
     """Rows for every image in a cluster of two or more; canonical = largest, earliest folder, path."""
     n = len(paths)
-    h = to_signed([x.phash for x in hashed])
-    i, j, _ = pairs_within(h, radius)
-    if not len(i):
+    if not n:
         return []
-    labels = components(n, i, j)
     pixels = np.array([x.width * x.height for x in hashed], dtype=np.int64)
-    order = np.lexsort((np.array(paths), np.array(ranks), -pixels, labels))
-    first = np.full(labels.max() + 1, -1, dtype=np.int64)
-    for k in order[::-1]:      # the last write per label is the first in sorted order
-        first[labels[k]] = k
-    canon = first[labels]
-    size = np.bincount(labels)[labels]
+    order = np.lexsort((np.array(paths), np.array(ranks), -pixels))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    dc = duplicate_clusters(np.array([x.sha256 for x in hashed]), rank, hashed, match,
+                            np.full(n, dermoscopic, dtype=bool))
+    canon = dc.canonical
+    size = np.bincount(canon, minlength=n)[canon]
+    h = to_signed([x.phash for x in hashed])
     dist = popcount64(h.view(np.uint64) ^ h.view(np.uint64)[canon])
     rows = []
-    for k in np.flatnonzero(size > 1):
-        c = canon[k]
+    for k in np.flatnonzero(size > 1).tolist():
+        c = int(canon[k])
         kind = "canonical" if c == k else ("exact" if hashed[k].sha256 == hashed[c].sha256 else "near")
         rows.append({"path": paths[k], "cluster_id": ids.cluster_id(paths[c]), "cluster_size": int(size[k]),
                      "match_kind": kind, "distance_to_canonical": int(dist[k]), "canonical_path": paths[c],
-                     "hash_method": label})
+                     "hash_method": label, "score_to_canonical": round(float(dc.score[k]), 4)})
     rows.sort(key=lambda r: (r["canonical_path"], r["match_kind"] != "canonical", r["path"]))
     return rows
 
 
 def against_rows(paths: list[str], hashed: list[HashedImage], bench_paths: list[str],
-                 bench: list[HashedImage], radius: int, label: str) -> list[dict]:
-    """One row per own image within ``radius`` of a benchmark image: its closest match."""
-    q, t, d = pairs_between(to_signed([x.phash for x in hashed]), to_signed([x.phash for x in bench]), radius)
-    best: dict[int, tuple[int, str]] = {}
+                 bench: list[HashedImage], match: MatchConfig, label: str, dermoscopic: bool = False) -> list[dict]:
+    """One row per own image that is a verified copy of a benchmark image: its best match."""
+    edges = verified_matches(Descriptors.of(hashed, match.mirror), Descriptors.of(bench, match.mirror), match,
+                             np.full(len(hashed), dermoscopic), np.full(len(bench), dermoscopic))
+    best: dict[int, tuple[float, int, str]] = {}
     count: dict[int, int] = {}
-    for qi, ti, di in zip(q.tolist(), t.tolist(), d.tolist(), strict=True):
+    for qi, ti, di, si in zip(edges.a.tolist(), edges.b.tolist(), edges.distance.tolist(), edges.score.tolist(),
+                              strict=True):
         count[qi] = count.get(qi, 0) + 1
-        cand = (di, bench_paths[ti])
+        cand = (-si, di, bench_paths[ti])
         if qi not in best or cand < best[qi]:
             best[qi] = cand
-    return [{"path": paths[k], "benchmark_path": best[k][1], "distance": best[k][0],
-             "n_benchmark_matches": count[k], "hash_method": label} for k in sorted(best, key=lambda k: paths[k])]
+    return [{"path": paths[k], "benchmark_path": best[k][2], "distance": best[k][1],
+             "n_benchmark_matches": count[k], "hash_method": label, "score": round(-best[k][0], 4)}
+            for k in sorted(best, key=lambda k: paths[k])]
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict] | list[tuple]) -> None:
@@ -109,10 +114,13 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict] | list[tuple]) -
 
 
 def find_duplicates(dirs: list[Path], radius: int, output: Path, against: Path | None = None,
-                    method: str = "fast", workers: int = 0) -> dict:
+                    method: str = "fast", workers: int = 0, window_radius: int = 8,
+                    dermoscopic: bool = False) -> dict:
     """Run the check and write ``output`` (and ``<output>.rejects.csv`` if files failed); a summary."""
-    if not 0 <= radius <= 31:
-        raise PipelineError(f"--radius must be between 0 and 31 for 64-bit hashes, got {radius}")
+    for name, r in (("--radius", radius), ("--window-radius", window_radius)):
+        if not 0 <= r <= 31:
+            raise PipelineError(f"{name} must be between 0 and 31 for 64-bit hashes, got {r}")
+    match = MatchConfig(radius=radius, window_radius=window_radius)
     label = check_method(method)
     if against is not None and not against.exists():
         raise PipelineError(f"--against {against}: no such folder or CSV")
@@ -122,7 +130,7 @@ def find_duplicates(dirs: list[Path], radius: int, output: Path, against: Path |
     rank_of = dict(files)
     summary = {"images": len(files), "hashed": len(paths), "rejected": 0, "rows": 0, "output": str(output)}
     if against is None:
-        rows = cluster_rows(paths, [rank_of[p] for p in paths], hashed, radius, label)
+        rows = cluster_rows(paths, [rank_of[p] for p in paths], hashed, match, label, dermoscopic)
         _write_csv(output, CLUSTER_COLUMNS, rows)
         summary["clusters"] = len({r["cluster_id"] for r in rows})
     else:
@@ -132,7 +140,7 @@ def find_duplicates(dirs: list[Path], radius: int, output: Path, against: Path |
         except PipelineError as exc:
             raise PipelineError(f"--against: {exc}") from None
         bench_paths, bench_hashed = _hash(bench_list, method, workers, rejects, "phash benchmark")
-        rows = against_rows(paths, hashed, bench_paths, bench_hashed, radius, label)
+        rows = against_rows(paths, hashed, bench_paths, bench_hashed, match, label, dermoscopic)
         _write_csv(output, AGAINST_COLUMNS, rows)
         summary["benchmark_images"] = len(bench_paths)
     summary["rows"], summary["rejected"] = len(rows), len(rejects)
@@ -149,9 +157,10 @@ def rejects_path(output: Path) -> Path:
 def main(args: argparse.Namespace) -> int:
     """CLI entry: run, print one summary line on stderr; user errors raise PipelineError (exit 2)."""
     s = find_duplicates([Path(d) for d in args.dirs], args.radius, Path(args.output),
-                        Path(args.against) if args.against else None, args.hash_method, args.workers)
+                        Path(args.against) if args.against else None, args.hash_method, args.workers,
+                        args.window_radius, args.dermoscopic)
     what = (f"{s['rows']} images in {s['clusters']} duplicate clusters" if args.against is None
-            else f"{s['rows']} images within radius {args.radius} of {s['benchmark_images']} benchmark images")
+            else f"{s['rows']} images that are verified copies of {s['benchmark_images']} benchmark images")
     bad = f"; {s['rejected']} files could not be read (reasons in {s['rejects']})" if s["rejected"] else ""
     print(f"derm1m find-duplicates: hashed {s['hashed']} of {s['images']} images: {what} -> {s['output']}{bad}",
           file=sys.stderr)

@@ -40,6 +40,7 @@ except ImportError:  # pragma: no cover - a core dependency, but hashing must no
     _simplejpeg = None
 
 from pipeline.images.decode import ImageProblem, load_rgb, validate_image_bytes
+from pipeline.images.views import WINDOWS, thumbnail, window_crops
 
 # hash path name (params.yaml dedup.hash_method) -> what the tables record as hash_method
 HASH_METHODS: dict[str, str] = {
@@ -76,6 +77,8 @@ class HashedImage:
     height: int
     sha256: str                 # "" unless asked for
     mirror: int | None = None   # pHash of the horizontally mirrored image, when asked for
+    windows: tuple[int, ...] = ()   # pHashes of views.WINDOWS, when asked for (views=True)
+    thumb: bytes = b""              # views.THUMB-px grey thumbnail, when asked for (views=True)
 
 
 def check_method(method: str) -> str:
@@ -257,12 +260,23 @@ def lowfreq_of_images(greys: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _reference_hash(data: bytes, mirror: bool = False) -> tuple[int, int, int, int | None]:
-    """imagehash.phash of the upright RGB image (the reference path), its displayed size, and
-    (if asked) the phash of its mirror image."""
+def _reference_hash(data: bytes, mirror: bool = False,
+                    views: bool = False) -> tuple[int, int, int, int | None, tuple[int, ...], bytes]:
+    """imagehash.phash of the upright RGB image (the reference path), its displayed size, (if
+    asked) the phash of its mirror image, and (if asked) its window pHashes and thumbnail."""
     rgb = load_rgb(io.BytesIO(data))
     mirrored = int(str(imagehash.phash(ImageOps.mirror(rgb))), 16) if mirror else None
-    return int(str(imagehash.phash(rgb)), 16), rgb.width, rgb.height, mirrored
+    windows: tuple[int, ...] = ()
+    thumb = b""
+    if views:
+        grey = np.asarray(rgb.convert("L").reduce(_reduction(rgb.width, rgb.height)))
+        thumb = thumbnail(grey)
+        boxes = []
+        for w in WINDOWS:
+            x0, y0, x1, y1 = w.bounds()
+            boxes.append((round(x0 * rgb.width), round(y0 * rgb.height), round(x1 * rgb.width), round(y1 * rgb.height)))
+        windows = tuple(int(str(imagehash.phash(rgb.crop(b))), 16) for b in boxes)
+    return int(str(imagehash.phash(rgb)), 16), rgb.width, rgb.height, mirrored, windows, thumb
 
 
 def _problem(path: str, data: bytes | None, exc: BaseException | None) -> ImageProblem:
@@ -280,12 +294,14 @@ def _problem(path: str, data: bytes | None, exc: BaseException | None) -> ImageP
 
 
 def hash_files(paths: Sequence[str], method: str = DEFAULT_METHOD, mirror: bool = False,
-               sha256: bool = False) -> list[HashedImage | ImageProblem]:
+               sha256: bool = False, views: bool = False) -> list[HashedImage | ImageProblem]:
     """Hash every file (one batch); a file that cannot be hashed gets its reject reason instead.
 
     ``mirror`` also returns each image's mirror-image hash (free on the fast path: the same DCT
     coefficients with odd columns negated), for flip-aware matching. ``sha256`` also digests
     the bytes (the dedup stage has them from ingest already; find-duplicates needs them).
+    ``views`` also returns the window pHashes and the thumbnail (:mod:`pipeline.images.views`)
+    that near-duplicate candidates and verification need, from the pixels already decoded.
     """
     check_method(method)
     out: list[HashedImage | ImageProblem | None] = [None] * len(paths)
@@ -303,8 +319,8 @@ def hash_files(paths: Sequence[str], method: str = DEFAULT_METHOD, mirror: bool 
                     greys.append(grey)
                     pending.append((k, width, height, digest))
                 else:
-                    value, width, height, mirrored = _reference_hash(data, mirror)
-                    out[k] = HashedImage(value, width, height, digest, mirrored)
+                    value, width, height, mirrored, windows, thumb = _reference_hash(data, mirror, views)
+                    out[k] = HashedImage(value, width, height, digest, mirrored, windows, thumb)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
                     Image.DecompressionBombWarning) as exc:
                 out[k] = _problem(str(path), data, exc)
@@ -312,23 +328,28 @@ def hash_files(paths: Sequence[str], method: str = DEFAULT_METHOD, mirror: bool 
         coeffs = lowfreq_of_images(greys)
         values = bits_from_lowfreq(coeffs).tolist()
         mirrors = bits_from_lowfreq(mirrored_lowfreq(coeffs)).tolist() if mirror else [None] * len(values)
-        for (k, width, height, digest), value, mirrored in zip(pending, values, mirrors, strict=True):
-            out[k] = HashedImage(int(value), width, height, digest, None if mirrored is None else int(mirrored))
+        nw = len(WINDOWS)
+        wins = bits_from_lowfreq(lowfreq_of_images(window_crops(greys))).tolist() if views else []
+        for n, ((k, width, height, digest), value, mirrored) in enumerate(zip(pending, values, mirrors, strict=True)):
+            out[k] = HashedImage(int(value), width, height, digest, None if mirrored is None else int(mirrored),
+                                 tuple(int(x) for x in wins[n * nw:(n + 1) * nw]),
+                                 thumbnail(greys[n]) if views else b"")
     return out  # type: ignore[return-value]
 
 
-def _hash_task(task: tuple[list[str], str, bool, bool]) -> list[HashedImage | ImageProblem]:
+def _hash_task(task: tuple[list[str], str, bool, bool, bool]) -> list[HashedImage | ImageProblem]:
     """One worker task: a chunk of paths and the options (a top-level function for pickling)."""
     return hash_files(*task)
 
 
 def hash_paths(paths: Sequence[str], method: str = DEFAULT_METHOD, workers: int | None = 1,
-               desc: str = "phash", mirror: bool = False, sha256: bool = False) -> list[HashedImage | ImageProblem]:
+               desc: str = "phash", mirror: bool = False, sha256: bool = False,
+               views: bool = False) -> list[HashedImage | ImageProblem]:
     """Hash many files in chunks of :data:`CHUNK`, over ``workers`` processes, in input order."""
     from pipeline.executor import map_ordered
 
     check_method(method)
-    tasks = [(list(paths[i:i + CHUNK]), method, mirror, sha256) for i in range(0, len(paths), CHUNK)]
+    tasks = [(list(paths[i:i + CHUNK]), method, mirror, sha256, views) for i in range(0, len(paths), CHUNK)]
     results = map_ordered(_hash_task, tasks, workers, desc, f"x{CHUNK} img", chunksize=1)
     return [r for chunk in results for r in chunk]
 

@@ -1,9 +1,19 @@
-"""Stage ``dedup``: exact duplicates by SHA-256, near duplicates by pHash radius, then clusters;
-and every corpus image within ``decontaminate.radius`` of a benchmark image.
+"""Stage ``dedup``: exact duplicates by SHA-256, verified near duplicates, chain-free clusters;
+and every corpus image that is a verified copy of a benchmark image.
 
 Every image ends in exactly one cluster (singletons too) or in the rejects table. Exact links
-join all files of one SHA-256; near links join distinct contents whose hashes are within
-``dedup.radius``. All captions of a cluster follow its canonical image downstream.
+join all files of one SHA-256; near links join distinct contents that are pHash *candidates*
+(whole image within ``dedup.radius``, or a crop: whole image within ``dedup.window_radius`` of
+a window of the other) and pass *verification* (``dedup.verify``: aligned fine structure of the
+thumbnails, :mod:`pipeline.images.verify`). Clusters are stars around their canonical image
+(:func:`pipeline.images.clusters.leader_clusters`): every member is verified against the
+canonical, never only against another member. All captions of a cluster follow its canonical
+image downstream.
+
+Modality policy: a pair with a dermoscopic image (its source is listed in
+``dedup.dermoscopic_sources``, or one of its captions says dermoscopy) is verified without the
+occlusion check, because a different lesion under the same dermatoscope differs from the
+first image exactly in a few central cells.
 
 Benchmark matches are found here, where the hashes are, but acted on by the split stage: only
 training data must be free of benchmark images, and only the split stage knows what is train.
@@ -13,19 +23,23 @@ every table, because hashes of the fast and reference paths differ by a few bits
 
 from __future__ import annotations
 
+import base64
 import functools
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline import ids
 from pipeline.errors import ConfigError
 from pipeline.executor import Executor, LocalExecutor, make_executor
 from pipeline.faults import kill_point
 from pipeline.images.benchmarks import benchmark_files, parse_benchmarks
-from pipeline.images.clusters import choose_canonical, components
+from pipeline.images.clusters import canonical_order, duplicate_clusters
 from pipeline.images.decode import ImageProblem
 from pipeline.images.hashing import (
     CHUNK,
@@ -38,7 +52,8 @@ from pipeline.images.hashing import (
     to_hex,
     to_signed,
 )
-from pipeline.images.neardup import pairs_between, pairs_within
+from pipeline.images.matching import WINDOW_NAMES, Descriptors, MatchConfig, verified_matches
+from pipeline.images.verify import Policy
 from pipeline.params import section
 from pipeline.rejects import Reject
 from pipeline.resume import ChunkStore, fingerprint, resume_area, resume_config
@@ -48,33 +63,41 @@ from pipeline.tables import atomic_dir, read_table, write_table
 log = logging.getLogger(__name__)
 
 # Bump when hashing code changes what a chunk's result is (it is part of every resume key).
-HASH_CODE_VERSION = "1"
+HASH_CODE_VERSION = "2"   # 2: window pHashes and thumbnails (views) kept with every hash
+
+
+DERMOSCOPY_WORDS = re.compile(r"(?i)\b(dermoscop|dermatoscop|epiluminescen|videodermoscop)")
 
 
 def config(params: dict) -> tuple[dict, dict]:
-    """The dedup and decontaminate sections, checked (radius range, known hash method).
-
-    ``dedup.hash_method`` and the ``decontaminate`` section came later than the rest: a params
-    file without them gets the fast path and no benchmark sets, as before they existed.
-    """
-    cfg = section(params, "dedup", {"out": str, "radius": int, "workers": int})
-    cfg.setdefault("hash_method", DEFAULT_METHOD)
-    cfg.setdefault("mirror", False)
-    if not isinstance(cfg["mirror"], bool):
-        raise ConfigError(f"params.yaml: dedup.mirror must be true or false, got {cfg['mirror']!r}")
-    if not isinstance(cfg["hash_method"], str):
-        raise ConfigError(f"params.yaml: dedup.hash_method must be a string, got {cfg['hash_method']!r}")
-    if "decontaminate" in params:
-        deco = section(params, "decontaminate", {"radius": int, "benchmarks": (list, type(None))})
-    else:
-        deco = {"radius": cfg["radius"], "benchmarks": []}
-    for name, radius in (("dedup.radius", cfg["radius"]), ("decontaminate.radius", deco["radius"])):
+    """The dedup and decontaminate sections, checked (radii, verification thresholds, hash
+    method); ``cfg["match"]`` is the :class:`MatchConfig` every matching step uses."""
+    cfg = section(params, "dedup", {"out": str, "radius": int, "window_radius": int, "workers": int,
+                                    "hash_method": str, "mirror": bool, "verify": dict,
+                                    "dermoscopic_sources": list})
+    deco = section(params, "decontaminate", {"radius": int, "benchmarks": (list, type(None))})
+    for name, radius in (("dedup.radius", cfg["radius"]), ("dedup.window_radius", cfg["window_radius"]),
+                         ("decontaminate.radius", deco["radius"])):
         if not 0 <= radius <= 31:
             raise ConfigError(f"params.yaml: {name} must be between 0 and 31 (64-bit hashes), got {radius}")
     try:
         cfg["method_label"] = check_method(cfg["hash_method"])
     except ValueError as exc:
         raise ConfigError(f"params.yaml: dedup.hash_method: {exc}") from None
+    ver = section({"verify": cfg["verify"]}, "verify", {"corr": (int, float), "cell_corr": (int, float),
+                                                        "cells_ignored": int, "corr_floor": (int, float)},
+                  "params.yaml: dedup")
+    for key in ("corr", "cell_corr", "corr_floor"):
+        if not -1.0 <= float(ver[key]) <= 1.0:
+            raise ConfigError(f"params.yaml: dedup.verify.{key} is a correlation, between -1 and 1; got {ver[key]!r}")
+    if not 0 <= ver["cells_ignored"] < 16:
+        raise ConfigError(f"params.yaml: dedup.verify.cells_ignored must be 0..15 (of 16 cells), got {ver['cells_ignored']}")
+    if not all(isinstance(x, str) for x in cfg["dermoscopic_sources"]):
+        raise ConfigError("params.yaml: dedup.dermoscopic_sources must be a list of source names")
+    clinical = Policy(float(ver["corr"]), True, float(ver["cell_corr"]), int(ver["cells_ignored"]),
+                      float(ver["corr_floor"]))
+    cfg["match"] = MatchConfig(cfg["radius"], cfg["window_radius"], cfg["mirror"], clinical,
+                               Policy(float(ver["corr"]), False))
     deco["sets"] = parse_benchmarks(deco["benchmarks"])
     return cfg, deco
 
@@ -92,17 +115,15 @@ def run(params: dict) -> StageResult:
         hashed, resumed, n_chunks = hash_resumable(ex, by_sha["path"].tolist(), by_sha["sha256"].tolist(),
                                                    cfg["hash_method"], cfg["mirror"], store,
                                                    resume_config(params)["hash_chunk"])
-        sha_hash = {s: h.phash if isinstance(h, HashedImage) else h
-                    for s, h in zip(by_sha["sha256"], hashed, strict=True)}
-        sha_mirror = {s: h.mirror for s, h in zip(by_sha["sha256"], hashed, strict=True) if isinstance(h, HashedImage)}
+        sha_hash = dict(zip(by_sha["sha256"], hashed, strict=True))
         rejects = [Reject("dedup", r.source, r.image_id, "hash_failed",
                           f"could not decode for hashing ({p.reason}: {p.detail})", r.path)
                    for r in images.itertuples() if isinstance(p := sha_hash[r.sha256], ImageProblem)]
-        images = images[images["sha256"].map(lambda s: isinstance(sha_hash[s], int))].reset_index(drop=True)
-        hashes = [sha_hash[s] for s in images["sha256"]]
-        mirrors = [sha_mirror[s] for s in images["sha256"]] if cfg["mirror"] else None
-        clusters, edges = cluster_images(images, hashes, cfg["radius"], cfg["method_label"], mirrors)
-        matches, bench_rejects, n_bench = match_benchmarks(images, hashes, deco, cfg, mirrors, ex)
+        images = images[images["sha256"].map(lambda s: isinstance(sha_hash[s], HashedImage))].reset_index(drop=True)
+        per_image = [sha_hash[s] for s in images["sha256"]]
+        dermoscopic = dermoscopic_images(images, ingest_out / "pairs.parquet", cfg["dermoscopic_sources"])
+        clusters, edges, stats = cluster_images(images, per_image, cfg["match"], cfg["method_label"], dermoscopic)
+        matches, bench_rejects, n_bench = match_benchmarks(images, per_image, deco, cfg, ex, dermoscopic)
         # One folder swapped in whole: a kill leaves the previous four tables, never a mixture.
         with atomic_dir(out) as tmp:
             write_table(clusters, "clusters", tmp / "clusters.parquet")
@@ -113,13 +134,28 @@ def run(params: dict) -> StageResult:
         store.clear()
         result.rows_out, result.rejected = len(clusters), len(rejects)
         result.extra = {"clusters": int(clusters["cluster_id"].nunique()) if len(clusters) else 0,
+                        "largest cluster": int(clusters["cluster_size"].max()) if len(clusters) else 0,
                         "exact links": int((edges["kind"] == "exact").sum()) if len(edges) else 0,
-                        "near links": int((edges["kind"] == "near").sum()) if len(edges) else 0,
+                        "near candidates (pairs)": stats["candidate_pairs"],
+                        "near links verified": int((edges["kind"] != "exact").sum()) if len(edges) else 0,
+                        "dermoscopic images": int(dermoscopic.sum()),
                         "benchmark images": n_bench,
                         "images matching a benchmark": int(matches["image_id"].nunique()) if len(matches) else 0}
         if resumed:
             result.extra["hash chunks resumed"] = f"{resumed}/{n_chunks}"
     return result
+
+
+def dermoscopic_images(images: pd.DataFrame, pairs_path: Path, sources: list[str]) -> np.ndarray:
+    """Which images the dermoscopic policy judges: those of ``dedup.dermoscopic_sources`` and
+    those with a caption that says dermoscopy. Reads two columns of the pairs table."""
+    flag = images["source"].isin(sources).to_numpy().copy()
+    if pairs_path.exists():
+        table = pq.read_table(pairs_path, columns=["image_id", "caption"])
+        said = pc.match_substring_regex(table["caption"], DERMOSCOPY_WORDS.pattern)
+        ids_said = set(pc.filter(table["image_id"], pc.fill_null(said, False)).to_pylist())
+        flag |= images["image_id"].isin(ids_said).to_numpy()
+    return flag
 
 
 def hash_resumable(ex: Executor, paths: list[str], shas: list[str], method: str, mirror: bool,
@@ -156,115 +192,86 @@ def hash_resumable(ex: Executor, paths: list[str], shas: list[str], method: str,
 def _to_json(h: HashedImage | ImageProblem) -> dict:
     if isinstance(h, ImageProblem):
         return {"reason": h.reason, "detail": h.detail}
-    return {"phash": h.phash, "width": h.width, "height": h.height, "sha256": h.sha256, "mirror": h.mirror}
+    return {"phash": h.phash, "width": h.width, "height": h.height, "sha256": h.sha256, "mirror": h.mirror,
+            "windows": list(h.windows), "thumb": base64.b64encode(h.thumb).decode("ascii")}
 
 
 def _from_json(item: dict) -> HashedImage | ImageProblem:
     if "reason" in item:
         return ImageProblem(item["reason"], item["detail"])
-    return HashedImage(item["phash"], item["width"], item["height"], item["sha256"], item["mirror"])
+    return HashedImage(item["phash"], item["width"], item["height"], item["sha256"], item["mirror"],
+                       tuple(item["windows"]), base64.b64decode(item["thumb"]))
 
 
 def hash_on(ex: Executor, paths: list[str], method: str, desc: str,
             mirror: bool = False) -> list[HashedImage | ImageProblem]:
-    """Hash files on the stage's executor, in input order; every worker must see the files'
-    folders (checked first on a cluster).
+    """Hash files with their views (window pHashes, thumbnail) on the stage's executor, in input
+    order; every worker must see the files' folders (checked first on a cluster).
 
     Files go in batches of :data:`CHUNK` (the batched DCT's unit) and the executor packs several
     batches into one task: a 64-file batch takes ~10 ms, about what a Dask task costs in
     scheduling, and single-batch tasks held a 2-worker cluster to ~0.65x the process pool."""
     tasks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    fn = functools.partial(hash_files, method=method, mirror=mirror)
+    fn = functools.partial(hash_files, method=method, mirror=mirror, views=True)
     parents = {str(Path(p).parent) for p in paths}
     results = ex.map(fn, tasks, desc, f"x{CHUNK} img", inputs=parents)
     return [r for chunk in results for r in chunk]
 
 
-def match_benchmarks(images: pd.DataFrame, hashes: list[int], deco: dict, cfg: dict,
-                     mirrors: list[int] | None = None,
-                     ex: Executor | None = None) -> tuple[pd.DataFrame, list[Reject], int]:
-    """Every (corpus image, benchmark image) pair within ``decontaminate.radius``.
+def match_benchmarks(images: pd.DataFrame, hashed: list[HashedImage], deco: dict, cfg: dict,
+                     ex: Executor | None = None,
+                     dermoscopic: np.ndarray | None = None) -> tuple[pd.DataFrame, list[Reject], int]:
+    """Every (corpus image, benchmark image) pair that is a verified copy, found and verified
+    as duplicates are (:func:`pipeline.images.matching.verified_matches`), with candidates
+    within ``decontaminate.radius``.
 
     Benchmark files that cannot be hashed become dedup rejects (source = the benchmark's name),
-    so a broken benchmark file is visible instead of silently shrinking the check. With
-    ``mirrors`` (dedup.mirror), a corpus image whose mirror image matches counts too.
+    so a broken benchmark file is visible instead of silently shrinking the check. Benchmark
+    images take the dermoscopic policy when the corpus image does.
     """
     rows: list[dict] = []
     rejects: list[Reject] = []
     n_bench = 0
-    corpus = to_signed(hashes)
+    match = cfg["match"]
+    match = MatchConfig(deco["radius"], match.window_radius, match.mirror, match.clinical, match.dermoscopic)
+    corpus = Descriptors.of(hashed, match.mirror)
+    image_ids = images["image_id"].to_numpy()
     for bench in deco["sets"]:
         files = benchmark_files(bench)
-        hashed = hash_on(ex or LocalExecutor(cfg["workers"]), files, cfg["hash_method"], f"phash {bench.name}")
-        ok = [(f, h.phash) for f, h in zip(files, hashed, strict=True) if isinstance(h, HashedImage)]
+        done = hash_on(ex or LocalExecutor(cfg["workers"]), files, cfg["hash_method"], f"phash {bench.name}",
+                       mirror=match.mirror)
+        ok = [(f, h) for f, h in zip(files, done, strict=True) if isinstance(h, HashedImage)]
         rejects += [Reject("dedup", f"benchmark:{bench.name}", f, h.reason, h.detail, f)
-                    for f, h in zip(files, hashed, strict=True) if isinstance(h, ImageProblem)]
+                    for f, h in zip(files, done, strict=True) if isinstance(h, ImageProblem)]
         n_bench += len(ok)
         if not ok or not len(corpus):
             continue
-        bench_h = to_signed([h for _, h in ok])
-        qi, bi, dist = pairs_between(corpus, bench_h, deco["radius"])
-        if mirrors is not None:
-            mq, mb, md = pairs_between(to_signed(mirrors), bench_h, deco["radius"])
-            qi, bi, dist = _closest(np.r_[qi, mq], np.r_[bi, mb], np.r_[dist, md], len(ok))
-        image_ids = images["image_id"].to_numpy()
-        rows += [{"image_id": image_ids[q], "benchmark": bench.name, "benchmark_path": ok[b][0],
-                  "distance": int(d), "hash_method": cfg["method_label"]}
-                 for q, b, d in zip(qi.tolist(), bi.tolist(), dist.tolist(), strict=True)]
-    frame = pd.DataFrame(rows, columns=["image_id", "benchmark", "benchmark_path", "distance", "hash_method"])
-    return frame.astype({"distance": np.int8}), rejects, n_bench
+        edges = verified_matches(corpus, Descriptors.of([h for _, h in ok], match.mirror), match, dermoscopic)
+        rows += [{"image_id": image_ids[q], "benchmark": bench.name, "benchmark_path": ok[b][0], "distance": int(d),
+                  "hash_method": cfg["method_label"], "check": c, "score": float(s)}
+                 for q, b, d, c, s in zip(edges.a.tolist(), edges.b.tolist(), edges.distance.tolist(),
+                                          edges.check.tolist(), edges.score.tolist(), strict=True)]
+    frame = pd.DataFrame(rows, columns=["image_id", "benchmark", "benchmark_path", "distance", "hash_method",
+                                        "check", "score"])
+    return frame.astype({"distance": np.int8, "score": np.float32}), rejects, n_bench
 
 
-def _closest(a: np.ndarray, b: np.ndarray, d: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One (a, b) pair each, with its smallest distance, sorted by (a, b)."""
-    order = np.lexsort((d, a * np.int64(nb) + b))
-    a, b, d = a[order], b[order], d[order]
-    first = np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])] if len(a) else np.zeros(0, dtype=bool)
-    return a[first], b[first], d[first]
-
-
-def _mirror_links(reps: np.ndarray, h: np.ndarray, m: np.ndarray, radius: int, ni: np.ndarray, nj: np.ndarray,
-                  n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs of distinct contents where one is within ``radius`` of the other's mirror image and
-    that are not near links already (row indices, smaller first, and the distance)."""
-    a, b, d = pairs_between(h[reps], m[reps], radius)
-    keep = a != b   # a symmetric picture matches its own mirror image
-    a, b, d = reps[a[keep]], reps[b[keep]], d[keep]
-    a, b = np.minimum(a, b), np.maximum(a, b)
-    a, b, d = _closest(a, b, d, n)
-    fresh = ~np.isin(a * np.int64(n) + b, ni * np.int64(n) + nj)
-    return a[fresh], b[fresh], d[fresh]
-
-
-def cluster_images(images: pd.DataFrame, hashes: list[int], radius: int,
+def cluster_images(images: pd.DataFrame, hashed: list[HashedImage], match: MatchConfig,
                    method_label: str = HASH_METHODS[DEFAULT_METHOD],
-                   mirrors: list[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cluster images (columns image_id, sha256, width, height, source_rank) given their pHashes.
+                   dermoscopic: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Cluster images (columns image_id, sha256, width, height, source_rank) given their hashes
+    with views (:func:`pipeline.images.clusters.duplicate_clusters`).
 
-    Union-find over exact links (same SHA-256) and near links (pHash within ``radius``) as
-    connected components; the canonical image is the highest resolution, then the earliest
-    source, then the smallest id. With ``mirrors`` (each image's mirror-image hash), an image
-    within the radius of another's mirror image is linked too (kind ``mirror``). Returns the
-    clusters table and the edge list (every link found, with its Hamming distance, for audit).
+    Returns the clusters table, the edge list (every exact link and every verified near link,
+    with the check that accepted it and its score, for audit) and candidate counts.
     """
     n = len(images)
-    h = to_signed(hashes)
-    # Exact links: every file to the first file of its SHA-256 group.
-    codes = pd.factorize(images["sha256"])[0]
-    first_of = pd.Series(np.arange(n)).groupby(codes).transform("first").to_numpy()
-    ex_i, ex_j = np.arange(n)[first_of != np.arange(n)], first_of[first_of != np.arange(n)]
-    # Near links between distinct contents (one representative row per SHA-256).
-    reps = np.flatnonzero(first_of == np.arange(n))
-    ni, nj, nd = pairs_within(h[reps], radius)
-    ni, nj = reps[ni], reps[nj]
-    mi = mj = np.empty(0, dtype=np.int64)
-    md = np.empty(0, dtype=np.int8)
-    if mirrors is not None:
-        mi, mj, md = _mirror_links(reps, h, to_signed(mirrors), radius, ni, nj, n)
-    labels = components(n, np.r_[ex_i, ni, mi], np.r_[ex_j, nj, mj])
-    canon = choose_canonical(images, labels)
+    rank = canonical_order(images)
+    dc = duplicate_clusters(images["sha256"].to_numpy(), rank, hashed, match, dermoscopic)
+    canon = dc.canonical
+    h = to_signed([x.phash for x in hashed]) if n else np.zeros(0, dtype=np.int64)
     dist = popcount64(h.view(np.uint64) ^ h.view(np.uint64)[canon])
-    size = np.bincount(labels)[labels]
+    size = np.bincount(canon, minlength=n)[canon]
     image_ids = images["image_id"].to_numpy()
     same_bytes = images["sha256"].to_numpy() == images["sha256"].to_numpy()[canon]
     is_canon = canon == np.arange(n)
@@ -275,18 +282,24 @@ def cluster_images(images: pd.DataFrame, hashes: list[int], radius: int,
         "is_canonical": is_canon,
         "match_kind": np.where(is_canon, "canonical", np.where(same_bytes, "exact", "near")),
         "distance_to_canonical": dist,
+        "score_to_canonical": dc.score,
         "cluster_size": size.astype(np.int32),
-        "phash": [to_hex(x) for x in hashes],
+        "phash": [to_hex(x.phash) for x in hashed],
         "hash_method": method_label,
     })
-    a = np.r_[ex_i, ni, mi]
-    b = np.r_[ex_j, nj, mj]
+    e = dc.edges
+    ne = len(dc.exact_i)
+    a = np.r_[dc.exact_i, e.a].astype(np.int64)
+    b = np.r_[dc.exact_j, e.b].astype(np.int64)
     ida, idb = image_ids[a], image_ids[b]
     edges = pd.DataFrame({
         "image_id_a": np.minimum(ida, idb) if len(a) else [],
         "image_id_b": np.maximum(ida, idb) if len(a) else [],
-        "kind": ["exact"] * len(ex_i) + ["near"] * len(ni) + ["mirror"] * len(mi),
-        "distance": np.r_[np.zeros(len(ex_i), dtype=np.int8), nd, md].astype(np.int8),
+        "kind": ["exact"] * ne + ["mirror" if m else "near" for m in e.mirror.tolist()],
+        "distance": np.r_[np.zeros(ne, dtype=np.int8), e.distance].astype(np.int8),
+        "window": ["full"] * ne + [WINDOW_NAMES[w] for w in e.window.tolist()],
+        "check": ["sha256"] * ne + e.check.tolist(),
+        "score": np.r_[np.ones(ne, dtype=np.float32), e.score].astype(np.float32),
     })
-    return clusters, edges
-
+    edges = edges.sort_values(["image_id_a", "image_id_b"], ignore_index=True)
+    return clusters, edges, {"candidates": e.candidates, "candidate_pairs": e.candidate_pairs}
