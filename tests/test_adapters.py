@@ -11,14 +11,18 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from pipeline.params import load_params
 from pipeline.stages import dedup, ingest
 from pipeline.tables import read_table
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _params(tmp: Path, sources: list[dict]) -> dict:
     return {"ingest": {"out": str(tmp / "ingest"), "workers": 2, "max_image_pixels": 89478485, "min_side": 16,
                        "sources": sources},
-            "dedup": {"out": str(tmp / "dedup"), "radius": 8, "workers": 2}}
+            "dedup": {**load_params(REPO / "params.yaml")["dedup"], "out": str(tmp / "dedup")},
+            "decontaminate": {"radius": 12, "benchmarks": []}}
 
 
 def test_ham10000_adapter_keeps_lesion_groups(shared, tmp_path):

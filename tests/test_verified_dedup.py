@@ -199,9 +199,9 @@ def test_cluster_images_canonical_kinds_and_star_edges(family) -> None:
     for member in ("img_orig", "img_crop"):
         assert tuple(sorted((member, "img_large"))) in linked
     exact = edges[edges["kind"] == "exact"]
-    assert exact[["image_id_a", "image_id_b", "check", "score"]].values.tolist() == [
+    assert exact[["image_id_a", "image_id_b", "verified_by", "score"]].values.tolist() == [
         ["img_orig", "img_orig_bytes", "sha256", 1.0]]
-    assert set(edges.loc[edges["kind"] == "near", "check"]) <= {"corr", "cells"}
+    assert set(edges.loc[edges["kind"] == "near", "verified_by"]) <= {"corr", "cells"}
     assert stats["candidate_pairs"] >= 3
 
 
@@ -258,7 +258,7 @@ def test_benchmark_match_is_verified_and_sees_crops_and_mirrors(tmp_path: Path) 
         found, rejects, n = dedup.match_benchmarks(images, hashed, deco, cfg)
         assert n == 3 and not rejects
         assert [[i, Path(p).name] for i, p in found[["image_id", "benchmark_path"]].values.tolist()] == expected
-        assert (found["score"] >= 0.85).all() and set(found["check"]) <= {"corr", "cells"}
+        assert (found["score"] >= 0.85).all() and set(found["verified_by"]) <= {"corr", "cells"}
 
 
 def test_cross_matches_agree_with_edges_inside_one_set(corpus) -> None:

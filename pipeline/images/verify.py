@@ -39,7 +39,8 @@ import numpy as np
 from pipeline.images.views import FULL, THUMB, Window
 
 VIEW = 32                      # side of the compared views (pixels)
-SIGMA = 0.8                    # high-pass: view minus its Gaussian blur of this sigma (view pixels)
+SIGMA = 0.8                    # band-pass: view blurred by SIGMA_FINE minus view blurred by SIGMA (view pixels)
+SIGMA_FINE = 0.0               # (0: no fine blur, a plain high-pass)
 SHIFTS = tuple((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3))
 INT8_SCALE = 25.0             # whole-image views are stored as int8: standardised value x this
 GRID = 4                       # occlusion check: GRID x GRID cells
@@ -89,9 +90,10 @@ def _window_operators(window: Window) -> tuple[np.ndarray, np.ndarray]:
     (THUMB, 2*VIEW) does the same for rows, so one pass gives view and blurred view at once."""
     x0, y0, x1, y1 = window.bounds()
     rx, ry = box_matrix(x0, x1), box_matrix(y0, y1)
-    blur = _blur_matrix()
-    right = np.concatenate([rx.T, (blur @ rx).T], axis=1).astype(np.float32)
-    left = np.concatenate([ry.T, (blur @ ry).T], axis=1).astype(np.float32)
+    blur = _blur_matrix(VIEW, SIGMA)
+    fine = _blur_matrix(VIEW, SIGMA_FINE) if SIGMA_FINE > 0 else np.eye(VIEW)
+    right = np.concatenate([(fine @ rx).T, (blur @ rx).T], axis=1).astype(np.float32)
+    left = np.concatenate([(fine @ ry).T, (blur @ ry).T], axis=1).astype(np.float32)
     return right, left
 
 

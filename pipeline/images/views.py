@@ -37,16 +37,22 @@ class Window:
     scale: float
     ox: float = 0.0
     oy: float = 0.0
+    dx: float = 0.0      # extra shift of the whole window (fractions of the image; sub-pixel alignment)
+    dy: float = 0.0
 
     def bounds(self) -> tuple[float, float, float, float]:
         """(x0, y0, x1, y1) as fractions of the image's width and height."""
-        x0 = (1 - self.scale) / 2 * (1 + self.ox)
-        y0 = (1 - self.scale) / 2 * (1 + self.oy)
+        x0 = (1 - self.scale) / 2 * (1 + self.ox) + self.dx
+        y0 = (1 - self.scale) / 2 * (1 + self.oy) + self.dy
         return x0, y0, x0 + self.scale, y0 + self.scale
+
+    def moved(self, dx: float, dy: float) -> Window:
+        """The same window shifted by (dx, dy) fractions of the image."""
+        return Window(self.name, self.scale, self.ox, self.oy, self.dx + dx, self.dy + dy)
 
     def scaled(self, factor: float) -> Window:
         """The window with its scale times ``factor`` (at most the whole image), same anchor."""
-        return Window(self.name, min(1.0, self.scale * factor), self.ox, self.oy)
+        return Window(self.name, min(1.0, self.scale * factor), self.ox, self.oy, self.dx, self.dy)
 
 
 FULL = Window("full", 1.0)

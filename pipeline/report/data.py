@@ -158,8 +158,16 @@ def dedup(con: duckdb.DuckDBPyConnection) -> dict:
     return {
         "funnel": funnel,
         "by_match_kind": rows(con, "select match_kind, count(*) from clusters group by 1 order by 2 desc, 1"),
-        "edges": rows(con, "select kind, count(*), min(distance), max(distance) from duplicate_edges group by 1 order by 1"),
+        "edges": rows(con, "select kind, verified_by, count(*), min(distance), max(distance), round(min(score), 3) "
+                           "from duplicate_edges group by 1, 2 order by 1, 2"),
+        "edge_windows": rows(con, "select window, count(*) from duplicate_edges where kind <> 'exact' group by 1 order by 1"),
         "cluster_sizes": rows(con, "select cluster_size, count(distinct cluster_id) from clusters group by 1 order by 1"),
+        "largest_cluster": rows(con, "select max(cluster_size), round(max(cluster_size) / count(*), 5) from clusters"),
+        # The diameter of a star cluster: its farthest member from the canonical, in pHash bits
+        # (a crop is far: it matched a window) and in verification score (the weakest link).
+        "cluster_diameters": rows(con, "select diameter, count(*), round(min(weakest), 3) from (select cluster_id, "
+                                       "max(distance_to_canonical) diameter, min(score_to_canonical) weakest "
+                                       "from clusters group by 1 having count(*) > 1) group by 1 order by 1"),
         "decontaminated_images": scalar(con, "select count(*) from decontaminated"),
         "decontaminated_pairs": scalar(con, "select count(*) from pairs join decontaminated using (image_id)"),
         "benchmark_matches": rows(con, "select benchmark, count(*), count(distinct image_id) from benchmark_matches "

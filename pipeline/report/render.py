@@ -144,8 +144,17 @@ def build_html(d: dict, figures: dict[str, bytes], title: str, context: int) -> 
              if dd["benchmark_matches"] else "<p>No benchmark set configured or no image matched one.</p>")
     out.append('<section id="dedup"><h2>Deduplication funnel</h2>' + img(figures["dedup_funnel.png"], "dedup funnel")
                + table(["step", "count"], dd["funnel"], numeric=(1,))
-               + "<h3>Duplicate links</h3>" + table(["kind", "links", "min distance", "max distance"], dd["edges"], numeric=(1, 2, 3))
+               + "<h3>Duplicate links</h3><p>Every near link is a pHash candidate that passed verification (check "
+               "<code>corr</code>: aligned high-pass thumbnail correlation; <code>cells</code>: the occlusion check).</p>"
+               + table(["kind", "check", "links", "min distance", "max distance", "min score"], dd["edges"],
+                       numeric=(2, 3, 4, 5))
+               + table(["window matched", "near links"], dd["edge_windows"], numeric=(1,))
                + "<h3>Cluster sizes</h3>" + table(["images in cluster", "clusters"], dd["cluster_sizes"], numeric=(0, 1))
+               + f"<p>Largest cluster: {dd['largest_cluster'][0][0] or 0:,} images "
+               f"({(dd['largest_cluster'][0][1] or 0):.3%} of all images).</p>"
+               + "<h3>Cluster diameters</h3><p>Clusters are stars: every member is verified against the canonical image. "
+               "Diameter = the farthest member's pHash distance to the canonical; weakest = its lowest verification score.</p>"
+               + table(["diameter (bits)", "clusters", "weakest score"], dd["cluster_diameters"], numeric=(0, 1, 2))
                + f"<h3>Decontamination</h3><p>{dd['decontaminated_images']:,} images ({dd['decontaminated_pairs']:,} pairs) "
                "removed from train for matching a benchmark image.</p>" + bench + "</section>")
 
@@ -279,6 +288,8 @@ def build_card(d: dict, title: str, context: int) -> str:
         *[f"{i}. {step}: {n:,}" for i, (step, n) in enumerate(dd["funnel"], 1)],
         "",
         f"- Duplicate images by match kind: {', '.join(f'{k} {n:,}' for k, n in dd['by_match_kind'])}.",
+        f"- Largest duplicate cluster: {dd['largest_cluster'][0][0] or 0:,} images; every member is a verified copy of "
+        "its cluster's canonical image (no chains).",
         f"- Rejected rows: {ov['rejected']:,} ("
         + (", ".join(f"{r['stage']}/{r['reason']} {r['rows']:,}" for r in d["rejects"]) or "none") + ").",
         f"- Decontamination: {dd['decontaminated_images']:,} images ({dd['decontaminated_pairs']:,} pairs) removed from "

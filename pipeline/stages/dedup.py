@@ -248,11 +248,11 @@ def match_benchmarks(images: pd.DataFrame, hashed: list[HashedImage], deco: dict
             continue
         edges = verified_matches(corpus, Descriptors.of([h for _, h in ok], match.mirror), match, dermoscopic)
         rows += [{"image_id": image_ids[q], "benchmark": bench.name, "benchmark_path": ok[b][0], "distance": int(d),
-                  "hash_method": cfg["method_label"], "check": c, "score": float(s)}
+                  "hash_method": cfg["method_label"], "verified_by": c, "score": float(s)}
                  for q, b, d, c, s in zip(edges.a.tolist(), edges.b.tolist(), edges.distance.tolist(),
                                           edges.check.tolist(), edges.score.tolist(), strict=True)]
     frame = pd.DataFrame(rows, columns=["image_id", "benchmark", "benchmark_path", "distance", "hash_method",
-                                        "check", "score"])
+                                        "verified_by", "score"])
     return frame.astype({"distance": np.int8, "score": np.float32}), rejects, n_bench
 
 
@@ -298,7 +298,7 @@ def cluster_images(images: pd.DataFrame, hashed: list[HashedImage], match: Match
         "kind": ["exact"] * ne + ["mirror" if m else "near" for m in e.mirror.tolist()],
         "distance": np.r_[np.zeros(ne, dtype=np.int8), e.distance].astype(np.int8),
         "window": ["full"] * ne + [WINDOW_NAMES[w] for w in e.window.tolist()],
-        "check": ["sha256"] * ne + e.check.tolist(),
+        "verified_by": ["sha256"] * ne + e.check.tolist(),
         "score": np.r_[np.ones(ne, dtype=np.float32), e.score].astype(np.float32),
     })
     edges = edges.sort_values(["image_id_a", "image_id_b"], ignore_index=True)

@@ -41,6 +41,9 @@ def collect_metrics(con: duckdb.DuckDBPyConnection) -> dict:
     m["dedup"]["clusters_with_duplicates"] = _scalar(con, "select count(distinct cluster_id) from clusters where cluster_size > 1")
     m["dedup"]["duplicate_images_exact"] = _scalar(con, "select count(*) from clusters where match_kind = 'exact'")
     m["dedup"]["duplicate_images_near"] = _scalar(con, "select count(*) from clusters where match_kind = 'near'")
+    m["dedup"]["largest_cluster"] = _scalar(con, "select coalesce(max(cluster_size), 0) from clusters")
+    m["dedup"]["near_links_by_occlusion_check"] = _scalar(
+        con, "select count(*) from duplicate_edges where verified_by = 'cells'")
     m["dedup"]["hash_method"] = ",".join(r[0] for r in con.execute(
         "select distinct hash_method from clusters order by 1").fetchall())
     m["decontaminate"] = decontamination_metrics(con)
