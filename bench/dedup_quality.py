@@ -1,17 +1,20 @@
 """Dedup quality on real images: exact copies, same-lesion pairs, and transformed copies.
 
-    python bench/dedup_quality.py [--shared ../shared] [--radius 8] [--originals 450]
+    python bench/dedup_quality.py [--shared ../shared] [--originals 450]
                                   [--png bench/dedup_quality.png] [--quick]
 
 (a) DermNet: every byte-identical file pair across condition folders must land in one cluster
     (the ``find-duplicates`` clustering at ``--radius``).
 (b) HAM10000: recall and precision of same-``lesion_id`` pairs among all pairs within radius
     0..16, for the fast path and the imagehash reference; the curve is saved as a PNG.
-(c) Transformations of real images (JPEG re-encode q50-95, resize 50-200%, centre crop 5-15%,
-    brightness +-20%, a text caption burnt in, horizontal mirror): recall per transformation
-    per radius, and the false-positive rate over pairs of unrelated images (distinct files,
-    not byte copies, not the same HAM10000 lesion). ``flip-aware`` also matches an image
-    against the other's mirror-image hash (a second hash per image).
+(c) Transformations of real images (centre crop 5-20%, squash to square, downscale to 224 px,
+    brightness/contrast/colour +-20%, JPEG q30, a text caption burnt in, mirror): recall of the
+    pipeline's matching (candidates + verification at the params.yaml defaults; the mirror row
+    with dedup.mirror on) next to the pHash-radius-8 recall of round 1, and the false pairs
+    implied by the *clusters* (not edges) among unrelated real images (distinct files, not byte
+    copies, not the same HAM10000 lesion).
+(d) HAM10000 with the default params: largest cluster, clusters spanning two lesion_ids or two
+    diagnoses, pairs of different lesions in one cluster, and the verification throughput.
 
 Both hash paths are measured on the same files, so their difference is the cost of the fast
 path. Prints the machine (CPU count, platform).
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import os
 import sys
 import tempfile
@@ -36,8 +38,11 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import machine, require_shared_corpus  # noqa: E402
 from pipeline.images.benchmarks import list_images  # noqa: E402
+from pipeline.images.candidates import find_candidates  # noqa: E402
+from pipeline.images.clusters import duplicate_clusters  # noqa: E402
 from pipeline.images.find import cluster_rows  # noqa: E402
 from pipeline.images.hashing import HashedImage, hash_paths  # noqa: E402
+from pipeline.images.matching import Descriptors, MatchConfig, verified_edges  # noqa: E402
 from pipeline.images.neardup import pairs_within  # noqa: E402
 
 METHODS = ("fast", "imagehash")
@@ -45,7 +50,7 @@ RADII = range(17)
 
 
 def hashes(paths: list[str], method: str, workers: int, mirror: bool = False) -> list[HashedImage]:
-    out = hash_paths(paths, method, workers, f"{method}", mirror=mirror, sha256=True)
+    out = hash_paths(paths, method, workers, f"{method}", mirror=mirror, sha256=True, views=True)
     bad = [p for p, h in zip(paths, out, strict=True) if not isinstance(h, HashedImage)]
     if bad:
         sys.exit(f"could not hash {len(bad)} real images, e.g. {bad[0]}")
@@ -68,12 +73,12 @@ def dermnet_copies(shared: Path, radius: int, workers: int) -> None:
             by_sha.setdefault(h.sha256, []).append(k)
         truth = [(a, b) for group in by_sha.values() for x, a in enumerate(group) for b in group[x + 1:]]
         cross = sum(Path(paths[a]).parent != Path(paths[b]).parent for a, b in truth)
-        rows = cluster_rows(paths, [0] * len(paths), hashed, radius, method)
+        rows = cluster_rows(paths, [0] * len(paths), hashed, MatchConfig(), method)
         cluster_of = {r["path"]: r["cluster_id"] for r in rows}
         found = sum(paths[a] in cluster_of and cluster_of.get(paths[a]) == cluster_of.get(paths[b]) for a, b in truth)
         extra = len(rows) - len({paths[k] for g in by_sha.values() if len(g) > 1 for k in g})
-        print(f"  {method:<9}: byte-identical pairs {len(truth)} ({cross} across folders), found in one cluster at "
-              f"radius {radius}: {found}/{len(truth)} ({found / max(1, len(truth)):.1%}); "
+        print(f"  {method:<9}: byte-identical pairs {len(truth)} ({cross} across folders), found in one cluster: "
+              f"{found}/{len(truth)} ({found / max(1, len(truth)):.1%}); "
               f"{len(rows)} images in {len(set(cluster_of.values()))} clusters ({extra} images joined only as near copies)")
 
 
@@ -158,10 +163,6 @@ def transforms() -> dict[str, tuple[object, int]]:
             return im.crop((dx, dy, w - dx, h - dy))
         return f
 
-    def resize(scale: float):
-        return lambda im: im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
-                                    Image.Resampling.LANCZOS)
-
     def text(im: Image.Image) -> Image.Image:
         im = im.copy()
         draw = ImageDraw.Draw(im)
@@ -170,31 +171,35 @@ def transforms() -> dict[str, tuple[object, int]]:
                   font=_font(size), stroke_width=max(1, size // 10), stroke_fill=(0, 0, 0))
         return im
 
+    def down224(im: Image.Image) -> Image.Image:
+        s = 224 / max(im.size)
+        return im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.Resampling.LANCZOS)
+
     same = lambda im: im  # noqa: E731
     return {
-        "jpeg_q50": (same, 50), "jpeg_q75": (same, 75), "jpeg_q95": (same, 95),
-        "resize_50": (resize(0.5), 90), "resize_75": (resize(0.75), 90), "resize_150": (resize(1.5), 90),
-        "resize_200": (resize(2.0), 90),
         "crop_5": (crop(0.05), 90), "crop_10": (crop(0.10), 90), "crop_15": (crop(0.15), 90),
+        "crop_20": (crop(0.20), 90),
+        "squash": (lambda im: im.resize((min(im.size), min(im.size)), Image.Resampling.LANCZOS), 90),
+        "down_224": (down224, 90),
         "bright_-20": (lambda im: ImageEnhance.Brightness(im).enhance(0.8), 90),
         "bright_+20": (lambda im: ImageEnhance.Brightness(im).enhance(1.2), 90),
+        "contrast_-20": (lambda im: ImageEnhance.Contrast(im).enhance(0.8), 90),
+        "contrast_+20": (lambda im: ImageEnhance.Contrast(im).enhance(1.2), 90),
+        "colour_-20": (lambda im: ImageEnhance.Color(im).enhance(0.8), 90),
+        "colour_+20": (lambda im: ImageEnhance.Color(im).enhance(1.2), 90),
+        "jpeg_q30": (same, 30),
         "text": (text, 90),
-        "hflip": (ImageOps.mirror, 90),
+        "mirror": (ImageOps.mirror, 90),
     }
 
 
-def unrelated_mask(paths: list[str], hashed: list[HashedImage], lesion_of: dict[str, str]) -> np.ndarray:
-    """Upper-triangle mask of pairs that are truly unrelated (not byte copies, not one lesion)."""
-    n = len(paths)
-    sha = np.unique([h.sha256 for h in hashed], return_inverse=True)[1]
-    les = np.unique([lesion_of.get(Path(p).stem, p) for p in paths], return_inverse=True)[1]
-    mask = np.triu(np.ones((n, n), dtype=bool), k=1)
-    mask &= sha[:, None] != sha[None, :]
-    mask &= les[:, None] != les[None, :]
-    return mask
+def group_of(paths: list[str], hashed: list[HashedImage], lesion_of: dict[str, str]) -> np.ndarray:
+    """One group per truly distinct picture: byte copies and one HAM10000 lesion share a group."""
+    keys = [lesion_of.get(Path(p).stem, h.sha256) for p, h in zip(paths, hashed, strict=True)]
+    return np.unique(keys, return_inverse=True)[1]
 
 
-def transformations(shared: Path, radius: int, n_originals: int, n_unrelated: int, workers: int) -> None:
+def transformations(shared: Path, n_originals: int, n_unrelated: int, workers: int) -> None:
     with open(shared / "corpus/ham10000/HAM10000_metadata.csv", newline="", encoding="utf-8") as fh:
         lesion_of = {r["image_id"]: r["lesion_id"] for r in csv.DictReader(fh)}
     pools = [[p.as_posix() for p in list_images(shared / rel)]
@@ -204,8 +209,8 @@ def transformations(shared: Path, radius: int, n_originals: int, n_unrelated: in
     unrelated = sorted(p for pool in pools for p in rng.choice(pool, min(per, len(pool)), replace=False).tolist())
     originals = sorted(rng.choice(unrelated, min(n_originals, len(unrelated)), replace=False).tolist())
     ops = transforms()
-    print(f"\n(c) transformations: {len(originals)} originals (DermNet, Derm7pt, HAM10000) x {len(ops)} transformations; "
-          f"false positives over pairs of {len(unrelated)} unrelated images")
+    print(f"\n(c) transformations: {len(originals)} originals (DermNet, Derm7pt, HAM10000) x {len(ops)} transformations, "
+          f"matched among {len(unrelated)} unrelated real images; default params {MatchConfig()}")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         variant_paths: dict[str, list[str]] = {name: [] for name in ops}
@@ -214,60 +219,80 @@ def transformations(shared: Path, radius: int, n_originals: int, n_unrelated: in
                 rgb = ImageOps.exif_transpose(im).convert("RGB")
             for name, (fn, quality) in ops.items():
                 out = Path(tmp) / f"{k:05d}_{name}.jpg"
-                buf = io.BytesIO()
-                fn(rgb).save(buf, format="JPEG", quality=quality)
-                out.write_bytes(buf.getvalue())
+                fn(rgb).save(out, format="JPEG", quality=quality)
                 variant_paths[name].append(out.as_posix())
         print(f"  wrote {sum(len(v) for v in variant_paths.values())} variants in {time.perf_counter() - t0:.0f} s")
-        results: dict[str, dict] = {}
-        for method in METHODS:
-            base = hashes(originals, method, workers, mirror=True)
-            uh = hashes(unrelated, method, workers, mirror=True)
-            mask = unrelated_mask(unrelated, uh, lesion_of)
-            u, um = as_u64(uh), as_u64(uh, mirror=True)
-            d_plain = np.bitwise_count(u[:, None] ^ u[None, :])[mask]
-            d_flip = np.minimum(d_plain, np.bitwise_count(u[:, None] ^ um[None, :])[mask])
-            res = {"fp": {r: float((d_plain <= r).mean()) for r in RADII},
-                   "fp_flip": {r: float((d_flip <= r).mean()) for r in RADII}, "pairs": int(mask.sum()),
-                   "recall": {}, "recall_flip": {}}
-            b, bm = as_u64(base), as_u64(base, mirror=True)
-            for name in ops:
-                v = as_u64(hashes(variant_paths[name], method, workers))
-                d = np.bitwise_count(b ^ v)
-                df = np.minimum(d, np.bitwise_count(bm ^ v))
-                res["recall"][name] = {r: float((d <= r).mean()) for r in RADII}
-                res["recall_flip"][name] = {r: float((df <= r).mean()) for r in RADII}
-            results[method] = res
-    fast = results["fast"]
-    names = list(ops)
-    print(f"  recall per radius (fast path); FP = share of {fast['pairs']:,} unrelated pairs within the radius")
-    print(f"  {'radius':>6} " + " ".join(f"{n:>10}" for n in names) + f" {'FP':>9} {'FP flip-aware':>13}")
-    for r in RADII:
-        print(f"  {r:>6} " + " ".join(f"{fast['recall'][n][r]:>10.3f}" for n in names)
-              + f" {fast['fp'][r]:>9.5f} {fast['fp_flip'][r]:>13.5f}")
-    print(f"\n  at radius {radius}: fast vs imagehash (recall; 'flip-aware' = also against the mirror hash)")
-    print(f"  {'transformation':<15} {'fast':>7} {'imagehash':>10} {'fast flip-aware':>16} {'imagehash flip-aware':>21}")
-    for n in names:
-        print(f"  {n:<15} {results['fast']['recall'][n][radius]:>7.3f} {results['imagehash']['recall'][n][radius]:>10.3f} "
-              f"{results['fast']['recall_flip'][n][radius]:>16.3f} {results['imagehash']['recall_flip'][n][radius]:>21.3f}")
-    for key, label in (("fp", "FP rate"), ("fp_flip", "FP rate flip-aware")):
-        print(f"  {label:<15} {results['fast'][key][radius]:>7.5f} {results['imagehash'][key][radius]:>10.5f}")
-    gaps = [abs(results["fast"]["recall"][n][r] - results["imagehash"]["recall"][n][r]) * 100
-            for n in names for r in RADII if r >= 4]
-    print(f"  largest fast-vs-imagehash recall gap (one transformation, radius 4-16): {max(gaps):.2f} points; "
-          f"mean {np.mean(gaps):.2f}")
-    pooled = {m: {r: float(np.mean([results[m]["recall"][n][r] for n in names])) for r in RADII} for m in METHODS}
-    fp_gap = max(abs(results["fast"]["fp"][r] - results["imagehash"]["fp"][r]) for r in RADII) * 100
-    print("  recall over all transformed copies, fast vs imagehash: " + ", ".join(
-        f"r{r} {pooled['fast'][r]:.3f}/{pooled['imagehash'][r]:.3f}" for r in RADII if r % 2 == 0))
-    print(f"  largest gap over radius 0-16: recall {max(abs(pooled['fast'][r] - pooled['imagehash'][r]) for r in RADII) * 100:.2f} "
-          f"points, false-positive rate {fp_gap:.4f} points")
+        base = hashes(unrelated, "fast", workers, mirror=True)
+        index = {p: k for k, p in enumerate(unrelated)}
+        print(f"  {'transformation':<14} {'pHash r8 (round 1)':>19} {'candidates':>11} {'verified':>9}")
+        for name in ops:
+            mirror = name == "mirror"
+            var = hashes(variant_paths[name], "fast", workers, mirror=True)
+            hashed = base + var
+            cfg = MatchConfig(mirror=mirror)
+            edges = verified_edges(Descriptors.of(hashed, mirror), cfg)
+            found = {tuple(sorted(x)) for x in zip(edges.a.tolist(), edges.b.tolist(), strict=True)}
+            want = [(index[o], len(base) + k) for k, o in enumerate(originals)]
+            verified = np.mean([tuple(sorted(w)) in found for w in want])
+            d = Descriptors.of(hashed, mirror)
+            cand = find_candidates(d.full, d.windows, cfg.radius, cfg.window_radius, d.mirror)
+            cands = {tuple(sorted(x)) for x in zip(cand.a.tolist(), cand.b.tolist(), strict=True)}
+            in_cand = np.mean([tuple(sorted(w)) in cands for w in want])
+            ref = [(base[i].mirror if mirror else base[i].phash) for i, _ in want]
+            r8 = np.mean([bin(x ^ var[k].phash).count("1") <= 8 for k, x in enumerate(ref)])
+            print(f"  {name:<14} {r8:>19.3f} {in_cand:>11.3f} {verified:>9.3f}")
+        # False pairs implied by the clusters of the unrelated images alone (stars: pairs = members x canonical
+        # and members x members).
+        groups = group_of(unrelated, base, lesion_of)
+        for mirror in (False, True):
+            dc = duplicate_clusters(np.array([h.sha256 for h in base]), np.arange(len(base)), base,
+                                    MatchConfig(mirror=mirror))
+            false = total = 0
+            for c in np.unique(dc.canonical):
+                members = np.flatnonzero(dc.canonical == c)
+                g = groups[members]
+                total += len(members) * (len(members) - 1) // 2
+                false += sum(int(g[i] != g[j]) for i in range(len(g)) for j in range(i + 1, len(g)))
+            n_pairs = len(base) * (len(base) - 1) // 2
+            print(f"  unrelated images (mirror={mirror}): {len(base)} images, {n_pairs:,} pairs; cluster-implied pairs "
+                  f"{total}, of distinct pictures {false} (rate {false / n_pairs:.2e}; these include real near "
+                  f"duplicates inside the datasets, e.g. DermNet re-crops and HAM10000 re-uploads)")
+
+
+def ham_clusters(shared: Path, workers: int) -> None:
+    root = shared / "corpus/ham10000"
+    with open(root / "HAM10000_metadata.csv", newline="", encoding="utf-8") as fh:
+        meta = {r["image_id"]: r for r in csv.DictReader(fh)}
+    paths = sorted((root / "images" / f"{i}.jpg").as_posix() for i in meta)
+    hashed = hashes(paths, "fast", workers)
+    t0 = time.perf_counter()
+    desc = Descriptors.of(hashed)
+    cfg = MatchConfig()
+    cand = find_candidates(desc.full, desc.windows, cfg.radius, cfg.window_radius)
+    t1 = time.perf_counter()
+    for label, derm in (("clinical policy (find-duplicates default)", False), ("dermoscopic policy", True)):
+        t2 = time.perf_counter()
+        dc = duplicate_clusters(np.array([h.sha256 for h in hashed]), np.arange(len(paths)), hashed, cfg,
+                                np.full(len(paths), derm))
+        t3 = time.perf_counter()
+        lesion = np.array([meta[Path(p).stem]["lesion_id"] for p in paths])
+        dx = np.array([meta[Path(p).stem]["dx"] for p in paths])
+        sizes = np.bincount(dc.canonical, minlength=len(paths))
+        two_les = two_dx = diff = 0
+        for c in np.flatnonzero(sizes > 1):
+            m = np.flatnonzero(dc.canonical == c)
+            two_les += len(set(lesion[m])) > 1
+            two_dx += len(set(dx[m])) > 1
+            diff += sum(int(lesion[m][i] != lesion[m][j]) for i in range(len(m)) for j in range(i + 1, len(m)))
+        print(f"\n(d) HAM10000, {label}: largest cluster {sizes.max()}, clusters spanning two lesion_ids {two_les}, "
+              f"two diagnoses {two_dx}, pairs of different lesions in one cluster {diff}; "
+              f"{len(cand):,} candidate rows ({cand.pairs():,} pairs) found in {t1 - t0:.1f} s, verified and "
+              f"clustered in {t3 - t2:.1f} s ({len(cand) / max(t3 - t2, 1e-9):,.0f} rows/s)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared")
-    ap.add_argument("--radius", type=int, default=8, help="radius for (a) and the (c) summary (default 8)")
     ap.add_argument("--originals", type=int, default=450, help="images transformed in (c)")
     ap.add_argument("--unrelated", type=int, default=3000, help="images whose pairs give the FP rate in (c)")
     ap.add_argument("--png", type=Path, default=REPO / "bench/dedup_quality.png", help="where (b)'s curve goes")
@@ -281,9 +306,10 @@ def main() -> None:
     print(f"machine: {machine()}; "
           f"hashing with {args.workers} processes")
     t0 = time.perf_counter()
-    dermnet_copies(args.shared, args.radius, args.workers)
+    dermnet_copies(args.shared, 8, args.workers)
     ham_lesions(args.shared, args.workers, args.png)
-    transformations(args.shared, args.radius, args.originals, args.unrelated, args.workers)
+    transformations(args.shared, args.originals, args.unrelated, args.workers)
+    ham_clusters(args.shared, args.workers)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

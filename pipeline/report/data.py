@@ -160,7 +160,8 @@ def dedup(con: duckdb.DuckDBPyConnection) -> dict:
         "by_match_kind": rows(con, "select match_kind, count(*) from clusters group by 1 order by 2 desc, 1"),
         "edges": rows(con, "select kind, verified_by, count(*), min(distance), max(distance), round(min(score), 3) "
                            "from duplicate_edges group by 1, 2 order by 1, 2"),
-        "edge_windows": rows(con, "select window, count(*) from duplicate_edges where kind <> 'exact' group by 1 order by 1"),
+        "edge_windows": rows(con, "select matched_window, count(*) from duplicate_edges where kind <> 'exact' "
+                                   "group by 1 order by 1"),
         "cluster_sizes": rows(con, "select cluster_size, count(distinct cluster_id) from clusters group by 1 order by 1"),
         "largest_cluster": rows(con, "select max(cluster_size), round(max(cluster_size) / count(*), 5) from clusters"),
         # The diameter of a star cluster: its farthest member from the canonical, in pHash bits

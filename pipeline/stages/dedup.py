@@ -297,7 +297,7 @@ def cluster_images(images: pd.DataFrame, hashed: list[HashedImage], match: Match
         "image_id_b": np.maximum(ida, idb) if len(a) else [],
         "kind": ["exact"] * ne + ["mirror" if m else "near" for m in e.mirror.tolist()],
         "distance": np.r_[np.zeros(ne, dtype=np.int8), e.distance].astype(np.int8),
-        "window": ["full"] * ne + [WINDOW_NAMES[w] for w in e.window.tolist()],
+        "matched_window": ["full"] * ne + [WINDOW_NAMES[w] for w in e.window.tolist()],
         "verified_by": ["sha256"] * ne + e.check.tolist(),
         "score": np.r_[np.ones(ne, dtype=np.float32), e.score].astype(np.float32),
     })
