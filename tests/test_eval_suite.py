@@ -262,6 +262,18 @@ def test_evaluate_two_models_side_by_side_on_the_demo(corpus: dict, tiny: tuple,
     assert [line.split("|")[1].strip() for line in table[2:]] == ["smoke", "random"]
     assert main(["evaluate", "--params", str(tmp_path / "params.yaml"), "--model", "nope"]) == 2
 
+    from pipeline.stages import report
+
+    params["report"]["out"] = str(tmp_path / "report")
+    params["evaluate"]["models"] = ["smoke", f"random=derm1m-tiny/{ckpt}"]
+    report.run(params)
+    page = (tmp_path / "report" / "index.html").read_text()
+    section = page[page.index('<section id="model">'):]
+    section = section[: section.index("</section>")]
+    assert "<td>smoke</td>" in section and "<td>random</td>" in section and "skincon concept AUROC" in section
+    assert section.index("<td>smoke</td>") < section.index("<td>random</td>")  # the models' order
+    assert page.count("data:image/png;base64,") == len(report.FIGURES) + 1  # the comparison plot
+
 
 @pytest.mark.shared
 def test_full_suite_on_shared_datasets(shared: Path, tiny: tuple, tmp_path: Path) -> None:
