@@ -177,8 +177,11 @@ def model_section(model: dict | None) -> str:
     """The "Model" section: the models of ``metrics/eval.json`` side by side (table and plot)."""
     head = '<section id="model"><h2>Model</h2>'
     if not model or not model["rows"] or not model["columns"]:
-        return (head + '<p class="muted">No model has been evaluated yet: run <code>derm1m train</code> and '
-                "<code>derm1m evaluate</code> (or <code>dvc repro</code>), then rebuild the report.</p></section>")
+        planned = model.get("planned", []) if model else []
+        return (head + f'<p class="muted">No model has been evaluated yet (no <code>{esc(model and model["source"])}'
+                "</code>): run <code>derm1m train</code> and <code>derm1m evaluate</code> (or <code>dvc repro</code>), "
+                "then rebuild the report. <code>params.yaml: evaluate</code> will compare:</p>"
+                + table(["what", "name", "detail"], planned) + "</section>")
     titles = [t for t, _ in model["columns"]]
     rows = [(label, *values) for label, values in model["rows"]]
     return (head + f'<p class="muted">Each model on the holdout split and the configured benchmarks '

@@ -97,14 +97,19 @@ def make_figures(d: dict, context: int) -> dict[str, bytes]:
 
 
 def model_comparison(params: dict) -> dict | None:
-    """The "Model" section's data from ``<evaluate.out>/eval.json``; None before any evaluation.
+    """The "Model" section's data from ``<evaluate.out>/eval.json``; before any evaluation, the
+    models and benchmarks ``evaluate`` is configured to compare (``planned``).
 
     An eval.json of the old flat layout (one model, ``profile`` key) is read as that one model.
     """
     cfg = params.get("evaluate") or {}
     path = Path(cfg.get("out", "metrics")) / "eval.json"
-    if not path.is_file():
-        return None
+    if not path.is_file():  # what the evaluate stage will compare, so the section says what to expect
+        profile = (params.get("train") or {}).get("profile", "")
+        planned = [("model", s, "") for s in cfg.get("models") or []] or [("model", profile, "train.profile")]
+        planned += [("benchmark", b.get("name", ""), f"{b.get('kind', 'zeroshot')}: {b.get('csv', '')}")
+                    for b in cfg.get("benchmarks") or [] if isinstance(b, dict)]
+        return {"source": str(path), "columns": [], "rows": [], "png": b"", "planned": planned}
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -120,7 +125,7 @@ def model_comparison(params: dict) -> dict | None:
     rows = [(label, [m.get(key) if isinstance(m.get(key), float | int) else None for _, key in columns])
             for label, m in results.items()]
     png = figures.models(rows, [t for t, _ in columns]) if rows and columns else b""
-    return {"source": str(path), "columns": columns, "rows": rows, "png": png}
+    return {"source": str(path), "columns": columns, "rows": rows, "png": png, "planned": []}
 
 
 # CSVs under report/ that dvc.yaml lists as plots (numeric series and bar charts).
