@@ -188,3 +188,49 @@ def test_killed_training_resumes_from_its_latest_checkpoint(tmp_path: Path) -> N
     (logs / ".partial" / RUN_ARGV.format(name="smoke")).write_text(json.dumps(["--lr", "9"]))
     again = run_training(train, profile | {"epochs": 1}, logs, "smoke")
     assert "resuming" not in (logs / "smoke" / "out.log").read_text() and again.name == "epoch_1.pt"
+
+
+def _fake_hub_repo(cache: Path, repo: str, state: dict) -> None:
+    """A Hugging Face cache entry for ``repo`` holding a derm1m-tiny open_clip model."""
+    from safetensors.torch import save_file
+
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    snap = folder / "snapshots" / "0"
+    snap.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("0")
+    cfg = json.loads((REPO / "pipeline/training/model_configs/derm1m-tiny.json").read_text())
+    (snap / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(snap / "open_clip_model.safetensors"))
+
+
+def test_hf_hub_model_from_the_local_cache_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached hub id resolves and loads with the network off; a profile trained from it is
+    evaluated with our checkpoint on top (open_clip alone would ignore the file for a hub model)."""
+    import huggingface_hub.constants as hf_constants
+
+    from pipeline.training.configs import register_model_configs
+    from pipeline.training.models import load_weights, parse_model_spec
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    register_model_configs()
+    torch.manual_seed(1)
+    hub_state = open_clip.create_model("derm1m-tiny").state_dict()
+    _fake_hub_repo(tmp_path / "hub", "org/tiny", hub_state)
+    spec = parse_model_spec("hub=hf-hub:org/tiny", {}, tmp_path)
+    assert spec.weights.model == "hf-hub:org/tiny" and spec.weights.kind == "hf-hub"
+    model, _, tokenizer = load_weights(spec.weights, "cpu")
+    assert torch.equal(model.state_dict()["visual.conv1.weight"], hub_state["visual.conv1.weight"])
+    assert tokenizer(["a papule"]).shape == (1, 77)
+
+    torch.manual_seed(2)
+    ours = open_clip.create_model("derm1m-tiny").state_dict()
+    run = tmp_path / "models" / "ft" / "checkpoints"
+    run.mkdir(parents=True)
+    torch.save({"epoch": 1, "state_dict": ours}, run / "epoch_1.pt")
+    profiles = {"ft": SMOKE_PROFILE | {"pretrained": "hf-hub:org/tiny"}}
+    check_profile_inputs(profiles["ft"])
+    trained = parse_model_spec("ft", profiles, tmp_path / "models")
+    model, _, _ = load_weights(trained.weights, "cpu")
+    assert torch.equal(model.state_dict()["visual.conv1.weight"], ours["visual.conv1.weight"])

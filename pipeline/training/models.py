@@ -58,7 +58,9 @@ def parse_model_spec(spec: str, profiles: dict[str, dict], models_dir: Path) -> 
         ckpt = checkpoint_path(models_dir, what, int(profile.get("epochs", 1)))
         if not ckpt.is_file():
             raise PipelineError(f"model spec {spec!r}: {ckpt} does not exist; run `derm1m train --profile {what}` first")
-        return ModelSpec(label, Weights(profile["model"], str(ckpt), "file"), profile=what)
+        start = str(profile.get("pretrained") or "")
+        model = start if start.startswith(HF_HUB) else profile["model"]  # trained as --model hf-hub:...
+        return ModelSpec(label, Weights(model, str(ckpt), "file"), profile=what)
     where = f"model spec {spec!r}"
     if what.startswith(HF_HUB):
         return ModelSpec(label, resolve_weights(what, None, where))
@@ -80,10 +82,17 @@ def parse_model_specs(specs: list[str], profiles: dict[str, dict], models_dir: P
 
 
 def load_weights(weights: Weights, device: str) -> tuple[torch.nn.Module, Callable, Callable]:
-    """Build the model in eval mode; return it with its validation transform and tokenizer."""
+    """Build the model in eval mode; return it with its validation transform and tokenizer.
+
+    A profile trained from ``hf-hub:...`` is built from the hub's config and then given our
+    checkpoint (open_clip would silently ignore a ``pretrained`` file for a hub model).
+    """
     register_model_configs()
+    hub_then_file = weights.model.startswith(HF_HUB) and weights.kind == "file"
     model, _, preprocess = open_clip.create_model_and_transforms(
-        weights.model, pretrained=weights.pretrained, device=device
+        weights.model, pretrained=None if hub_then_file else weights.pretrained, device=device
     )
+    if hub_then_file:  # open_clip ignores ``pretrained`` for hub models: our checkpoint goes on top
+        open_clip.load_checkpoint(model, weights.pretrained, device=device)
     model.eval()
     return model, preprocess, open_clip.get_tokenizer(weights.model)
