@@ -259,6 +259,7 @@ def test_evaluate_two_models_side_by_side_on_the_demo(corpus: dict, tiny: tuple,
     assert results["smoke"]["pretrained"] == "profile smoke" and results["random"]["pretrained"] == str(ckpt)
     table = (tmp_path / "metrics" / "eval_comparison.md").read_text().splitlines()
     assert table[0].startswith("| model | holdout i2t R@10") and "skincon concept AUROC" in table[0]
+    assert "| holdout probe 1% bal. acc | holdout probe 10% bal. acc | holdout probe 100% bal. acc |" in table[0]
     assert [line.split("|")[1].strip() for line in table[2:]] == ["smoke", "random"]
     assert main(["evaluate", "--params", str(tmp_path / "params.yaml"), "--model", "nope"]) == 2
 

@@ -7,6 +7,7 @@ torch to lay out a table.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 # Headline columns of the comparison, as (column title, metric key): the
@@ -20,8 +21,11 @@ def comparison_columns(benchmarks: Sequence[dict], results: dict[str, dict]) -> 
     (zero-shot balanced accuracy, probe balanced accuracy at 10%, concept AUROC, retrieval R@10)."""
     cols = list(HOLDOUT_COLUMNS)
     keys = {k for m in results.values() for k in m}
-    for key in sorted(k for k in keys if k.startswith("holdout/probe_") and k.endswith("_balanced_acc")):
-        cols.append((f"holdout probe {key.split('_')[1]} bal. acc", key))
+    probes = [k for k in keys if re.fullmatch(r"holdout/probe_[\d.]+pct_balanced_acc", k)]
+    for key in sorted(probes, key=lambda k: float(k.split("_")[1][:-3])):  # 1%, 10%, 100%
+        cols.append((f"holdout probe {key.split('_')[1][:-3]}% bal. acc", key))
+    if "holdout/probe_balanced_acc" in keys:
+        cols.append(("holdout probe bal. acc", "holdout/probe_balanced_acc"))
     for b in benchmarks:
         name, kind = b["name"], b.get("kind", "zeroshot")
         if kind == "zeroshot":
