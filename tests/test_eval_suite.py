@@ -304,3 +304,27 @@ def test_full_suite_on_shared_datasets(shared: Path, tiny: tuple, tmp_path: Path
     assert m["zeroshot_mean/top1"] == pytest.approx(np.mean([m[f"{b}/zeroshot_top1"]
                                                              for b in ("ham10000", "derm7pt", "dermnet")]))
     assert 0 <= m["derm7pt_concepts/concept_auroc_mean"] <= 1 and m["derm7pt_concepts/concept_n_scored"] >= 7
+
+
+@pytest.mark.shared
+def test_real_skincon_labels_with_generated_images(shared: Path, tiny: tuple, tmp_path: Path) -> None:
+    """The shared SkinCon sample (real labels for 100 DDI images, no images): every one of its 32
+    concepts is prompted from its ontology/concepts.yaml entry, and the AUROCs are computed for the
+    concepts that have positives among the 100."""
+    from pipeline.text.vocab import load_concepts
+    from pipeline.training.suite import CONCEPTS_YAML
+
+    labels = shared / "reference/skincon/skincon_ddi_sample_100.csv"
+    frame = pd.read_csv(labels, dtype=str)
+    rng = random.Random(5)
+    for image_id in frame["ImageID"]:
+        _image(tmp_path / "ddi" / image_id, list(COLOURS.values())[rng.randrange(4)], rng)
+    n, concepts = bc.build_skincon_csv(labels, tmp_path / "ddi", tmp_path / "sc.csv")
+    assert n == 100 and len(concepts) == 32
+    vocab = {e.name.lower() for e in load_concepts(CONCEPTS_YAML)}
+    assert {c.lower() for c in concepts} <= vocab  # prompts come from the ontology, not bare column names
+    _, (model, preprocess, tokenizer) = tiny
+    out = concepts_from_csv(tmp_path / "sc.csv", model, preprocess, tokenizer)
+    with_both = sum(0 < int(frame[c].astype(int).sum()) < 100 for c in concepts)
+    assert out["concept_n_scored"] == with_both and out["concept_n_concepts"] == 32
+    assert 0.0 <= out["concept_auroc_mean"] <= 1.0
