@@ -28,7 +28,7 @@ from open_clip_train.params import parse_args
 from test_training import CLASSES, SMOKE_PROFILE, _sample, _write_split
 
 from pipeline.errors import PipelineError
-from pipeline.training.pretrained import resolve_weights
+from pipeline.training.pretrained import Weights, resolve_weights
 from pipeline.training.train import (
     RUN_ARGV,
     aug_cfg_args,
@@ -133,12 +133,19 @@ def test_offline_pretrained_tag_is_a_one_line_error(tmp_path: Path, monkeypatch:
     torch.save({"state_dict": open_clip.create_model("derm1m-tiny").state_dict()}, ckpt)
     assert resolve_weights("derm1m-tiny", str(ckpt)).kind == "file"
     assert resolve_weights("derm1m-tiny", None).kind == "none"
-    # a cached tag resolves without a network: fake the cache file open_clip would look for
+    # a cached tag resolves without a network: open_clip fetches tags with a hub entry from the
+    # hub only, so a file in ~/.cache/clip does not count; one in the hub cache does
     url = open_clip.get_pretrained_cfg("RN50", "openai")["url"]
-    cache = tmp_path / ".cache" / "clip"
-    cache.mkdir(parents=True)
-    (cache / os.path.basename(url)).write_bytes(b"weights")
-    assert resolve_weights("RN50", "openai").kind == "tag"
+    (tmp_path / ".cache" / "clip").mkdir(parents=True)
+    (tmp_path / ".cache" / "clip" / os.path.basename(url)).write_bytes(b"weights")
+    with pytest.raises(PipelineError, match="not in the local cache"):
+        resolve_weights("RN50", "openai")
+    snap = tmp_path / "hf" / "models--timm--resnet50_clip.openai" / "snapshots" / "0"
+    snap.mkdir(parents=True)
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("0")
+    (snap / "open_clip_pytorch_model.bin").write_bytes(b"weights")
+    assert resolve_weights("RN50", "openai") == Weights("RN50", "openai", "tag")
 
 
 def test_hf_hub_pretrained_becomes_the_model(tmp_path: Path) -> None:

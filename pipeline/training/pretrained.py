@@ -38,7 +38,7 @@ class Weights:
 def _download_hint(model: str, pretrained: str | None) -> str:
     call = f"open_clip.create_model({model!r}" + (f", pretrained={pretrained!r})" if pretrained else ")")
     return (f'on a machine with internet run `python -c "import open_clip; {call}"`, then copy its cache '
-            "(~/.cache/huggingface and ~/.cache/clip) here, or point pretrained at the downloaded weights file")
+            "(~/.cache/huggingface) here, or point pretrained at the downloaded weights file")
 
 
 def _hub_cached(repo_id: str, filenames: tuple[str, ...]) -> bool:
@@ -52,15 +52,17 @@ def _hub_cached(repo_id: str, filenames: tuple[str, ...]) -> bool:
 
 
 def tag_cached(model: str, tag: str) -> bool:
-    """True when open_clip's weights for ``model``/``tag`` are in its local caches (no network)."""
+    """True when open_clip's weights for ``model``/``tag`` are in its local cache (no network).
+
+    Mirrors ``open_clip.pretrained.download_pretrained``: a tag with a hub entry is fetched from
+    the hub only (a file under ``~/.cache/clip`` is then never used), others from their URL.
+    """
     cfg = open_clip.get_pretrained_cfg(model, tag)
     hub = cfg.get("hf_hub") or ""
     if hub:
-        parts = hub.split("/", 2)  # "org/repo/" or "org/repo/file"
-        repo_id, filename = "/".join(parts[:2]), parts[2] if len(parts) > 2 else ""
-        names = (filename,) if filename else HF_WEIGHTS
-        if _hub_cached(repo_id, names):
-            return True
+        repo_id, filename = os.path.split(hub)  # "org/repo/" or "org/repo/file.bin", as open_clip splits it
+        names = (filename, str(Path(filename).with_suffix(".safetensors"))) if filename else HF_WEIGHTS
+        return _hub_cached(repo_id, names)
     url = cfg.get("url") or ""
     return bool(url) and (Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)).is_file()
 
