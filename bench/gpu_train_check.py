@@ -7,7 +7,8 @@ Meant for one short run on a single H200 (about 3-5 minutes: shard build ~5 s, m
 ``--steps`` optimiser steps, one checkpoint write). It writes shards of the HAM10000 images
 (``skip_reencode``: the 200x150 JPEGs go in as they are) into a scratch folder, runs
 ``pipeline.training.train.run_training`` with the ``dermlip-vitb16`` profile from params.yaml
-(bf16, local loss, gradient checkpointing, ViT-B-16 built from its config, no downloads) bounded
+(the seed recipe: amp, the seed's --aug-cfg and --dataset-resampled, local loss, gradient
+checkpointing; ViT-B-16 built from its config unless ``--pretrained``, no downloads) bounded
 to ``--steps`` steps in one epoch, logging every step, while ``nvidia-smi`` samples utilisation
 every 200 ms. It prints, and writes to ``$OUT/gpu_train_check.json`` when ``OUT`` is set:
 
@@ -98,6 +99,9 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep shards and logs here (default: scratch)")
     ap.add_argument("--images", type=int, default=0, help="HAM10000 images to shard (0: all)")
     ap.add_argument("--profile", default="dermlip-vitb16", help="training profile from params.yaml")
+    ap.add_argument("--pretrained", default="none",
+                    help="starting weights: 'none' (default; random init, same step cost, nothing to carry), "
+                         "'profile' (the profile's, e.g. openai: must be in the machine's open_clip cache) or a file")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                     help="cpu only to try the script itself with --profile smoke (no GPU figures)")
     args = ap.parse_args()
@@ -117,6 +121,8 @@ def main() -> int:
     # open_clip rounds an epoch to whole batches per worker: ask for steps rounded to workers.
     steps = math.ceil(args.steps / workers) * workers
     # Not deterministic: a throughput check wants all threads and out.log's per-step timings.
+    if args.pretrained != "profile":  # throughput does not depend on the starting weights
+        profile["pretrained"] = None if args.pretrained == "none" else args.pretrained
     profile.update(epochs=1, batch_size=batch, workers=workers, device=args.device, gpus=1, deterministic=False,
                    train_num_samples=steps * batch, log_every_n_steps=1, warmup=min(profile["warmup"], steps))
     loader_speed = _loader_speed()
@@ -144,6 +150,8 @@ def main() -> int:
     summary = {
         "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "none (cpu)",
         "profile": args.profile,
+        "aug_cfg": profile.get("aug_cfg"), "dataset_resampled": bool(profile.get("dataset_resampled")),
+        "pretrained": profile.get("pretrained"), "precision": profile["precision"],
         "images": len(items), "tars": len(urls), "workers": workers, "batch_size": batch,
         "steps_logged": len(rows), "steps_measured": len(step),
         "samples_per_s_median": statistics.median(rate) if rate else None,

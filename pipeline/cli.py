@@ -26,7 +26,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "metadata": ("pipeline.stages.metadata", "join every table into the final metadata"),
     "report": ("pipeline.stages.report", "write the HTML report, plots, metrics.json and the dataset card"),
     "train": ("pipeline.stages.train", "train DermLIP with open_clip on the shards"),
-    "evaluate": ("pipeline.stages.evaluate", "zero-shot and retrieval metrics on the holdout split"),
+    "evaluate": ("pipeline.stages.evaluate", "compare models: zero-shot, probe, concepts and retrieval"),
 }
 
 
@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("train", "evaluate"):
             stage.add_argument("--profile", help="training profile (smoke, dermlip-vitb16, dermlip-panderm); "
                                "same as --set train.profile=NAME")
+        if name == "evaluate":
+            stage.add_argument("--model", dest="models", action="append", metavar="[LABEL=]SPEC",
+                               help="a model to evaluate (repeatable; replaces evaluate.models): a training "
+                               "profile, MODEL/PRETRAINED (ViT-B-16/openai, derm1m-tiny/ckpt.pt) or hf-hub:org/repo")
 
     ann = sub.add_parser("annotate", help="annotate captions: the stage, or any CSV with --input")
     _add_params_args(ann)
@@ -114,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in STAGES:
             profile = [f"train.profile={args.profile}"] if getattr(args, "profile", None) else []
             params = load_params(args.params, args.overrides + profile)
+            if getattr(args, "models", None):
+                params["evaluate"]["models"] = list(args.models)
             importlib.import_module(STAGES[args.command][0]).run(params)
         elif args.command == "annotate":
             from pipeline.stages import annotate

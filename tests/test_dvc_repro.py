@@ -28,8 +28,9 @@ def test_dvc_repro_end_to_end(tmp_path):
     truth = json.loads((work / "data/demo/truth.json").read_text())
     assert metrics["dedup"]["clusters"] == truth["n_clusters"]
     assert metrics["ingest"]["records"] == truth["n_records"]
-    evaluation = json.loads((work / "metrics/eval.json").read_text())
+    evaluation = json.loads((work / "metrics/eval.json").read_text())["smoke"]  # one object per model
     assert 0 <= evaluation["holdout/i2t_R@1"] <= evaluation["holdout/i2t_R@10"] <= 1
+    assert (work / "metrics/eval_comparison.md").read_text().splitlines()[2].startswith("| smoke |")
     again = sh(["dvc", "repro"], work, env)
     assert "Data and pipelines are up to date" in again.stdout + again.stderr
     shown = sh(["dvc", "metrics", "show"], work, env).stdout

@@ -240,3 +240,28 @@ def ontology_sunburst(nodes: list[OntologyNode], root: str) -> bytes:
         fig.subplots_adjust(left=0.17, right=0.83, top=0.83, bottom=0.17)
         return fig
     return _png(draw)
+
+
+def models(rows: list[tuple[str, list[float | None]]], columns: list[str]) -> bytes:
+    """The model comparison: one group of horizontal bars per headline metric, one bar per model
+    (unscored metrics are left blank, not drawn as zero)."""
+    def draw() -> plt.Figure:
+        n_models = max(1, len(rows))
+        fig, ax = plt.subplots(figsize=(8, 0.9 + 0.22 * len(columns) * n_models + 0.25 * len(columns)))
+        palette = (ACCENT, SECOND, "#8c6d4a", "#9aa7b0", "#6b8e23", "#7b5ea7", "#c0504d", "#2f4f4f")
+        h = 0.8 / n_models
+        for k, (label, values) in enumerate(rows):
+            ys = [i + (k - (n_models - 1) / 2) * h for i in range(len(columns))]
+            shown = [(y, v) for y, v in zip(ys, values, strict=True) if v is not None]
+            ax.barh([y for y, _ in shown], [v for _, v in shown], height=h,
+                    color=palette[k % len(palette)], label=_short(label, 28))
+            for y, v in shown:
+                ax.text(v, y, f" {v:.3f}", va="center", fontsize=7)
+        ax.set_yticks(range(len(columns)), [_short(c, 40) for c in columns])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1.12)
+        ax.set_title("Models side by side (higher is better)", loc="left")
+        ax.legend(frameon=False, fontsize=8, loc="lower right")
+        fig.tight_layout()
+        return fig
+    return _png(draw)

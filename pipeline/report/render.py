@@ -42,7 +42,7 @@ code{background:#f3efe9;padding:0 3px}
 
 SECTIONS = (("overview", "Overview"), ("sources", "Sources"), ("conditions", "Conditions"), ("ontology", "Ontology"),
             ("concepts", "Concepts"), ("captions", "Captions"), ("dedup", "Deduplication"), ("rejects", "Rejects"),
-            ("splits", "Splits"), ("demographics", "Demographics"))
+            ("splits", "Splits"), ("demographics", "Demographics"), ("model", "Model"))
 
 
 def esc(value: object) -> str:
@@ -177,8 +177,27 @@ def build_html(d: dict, figures: dict[str, bytes], title: str, context: int) -> 
 
     out.append('<section id="demographics"><h2>Body location, age, sex and skin type</h2>'
                + img(figures["demographics.png"], "demographics") + "</section>")
+    out.append(model_section(d.get("model")))
     out.append("</main></body></html>\n")
     return "\n".join(out)
+
+
+def model_section(model: dict | None) -> str:
+    """The "Model" section: the models of ``metrics/eval.json`` side by side (table and plot)."""
+    head = '<section id="model"><h2>Model</h2>'
+    if not model or not model["rows"] or not model["columns"]:
+        planned = model.get("planned", []) if model else []
+        return (head + f'<p class="muted">No model has been evaluated yet (no <code>{esc(model and model["source"])}'
+                "</code>): run <code>derm1m train</code> and <code>derm1m evaluate</code> (or <code>dvc repro</code>), "
+                "then rebuild the report. <code>params.yaml: evaluate</code> will compare:</p>"
+                + table(["what", "name", "detail"], planned) + "</section>")
+    titles = [t for t, _ in model["columns"]]
+    rows = [(label, *values) for label, values in model["rows"]]
+    return (head + f'<p class="muted">Each model on the holdout split and the configured benchmarks '
+            f'(<code>{esc(model["source"])}</code>; every metric is there, per model). Zero-shot and probe '
+            "columns are balanced accuracy unless marked; concept columns are mean AUROC; R@10 is recall at 10."
+            "</p>" + img(model["png"], "models side by side")
+            + table(["model", *titles], rows, numeric=tuple(range(1, len(titles) + 1))) + "</section>")
 
 
 # -- dataset card -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ and without timestamps, so an unchanged corpus rebuilds byte-identical files.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -18,6 +19,7 @@ from pipeline.report import data, figures, render
 from pipeline.stages import StageResult, Timer
 from pipeline.tables import Publication, atomic_path, write_json
 from pipeline.text.ontology import Ontology
+from pipeline.training.compare import comparison_columns
 
 # Figures the page embeds; also written beside it (DVC outs, README).
 FIGURES = ("sources.png", "top_conditions.png", "ontology.png", "concepts.png", "caption_length.png",
@@ -97,6 +99,38 @@ def make_figures(d: dict, context: int) -> dict[str, bytes]:
     return made
 
 
+def model_comparison(params: dict) -> dict | None:
+    """The "Model" section's data from ``<evaluate.out>/eval.json``; before any evaluation, the
+    models and benchmarks ``evaluate`` is configured to compare (``planned``).
+
+    An eval.json of the old flat layout (one model, ``profile`` key) is read as that one model.
+    """
+    cfg = params.get("evaluate") or {}
+    path = Path(cfg.get("out", "metrics")) / "eval.json"
+    if not path.is_file():  # what the evaluate stage will compare, so the section says what to expect
+        profile = (params.get("train") or {}).get("profile", "")
+        planned = [("model", s, "") for s in cfg.get("models") or []] or [("model", profile, "train.profile")]
+        planned += [("benchmark", b.get("name", ""), f"{b.get('kind', 'zeroshot')}: {b.get('csv', '')}")
+                    for b in cfg.get("benchmarks") or [] if isinstance(b, dict)]
+        return {"source": str(path), "columns": [], "rows": [], "png": b"", "planned": planned}
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: not readable JSON ({exc}); rerun derm1m evaluate") from None
+    if isinstance(results, dict) and "profile" in results and not isinstance(results.get("profile"), dict):
+        results = {str(results["profile"]): results}
+    results = {k: v for k, v in results.items() if isinstance(v, dict)}
+    specs = cfg.get("models") or []
+    order = [s.split("=", 1)[0] if "=" in s and "/" not in s.split("=", 1)[0] else s for s in specs]
+    labels = sorted(results, key=lambda k: (order.index(k) if k in order else len(order), k))
+    results = {k: results[k] for k in labels}
+    columns = comparison_columns(cfg.get("benchmarks") or [], results)
+    rows = [(label, [m.get(key) if isinstance(m.get(key), float | int) else None for _, key in columns])
+            for label, m in results.items()]
+    png = figures.models(rows, [t for t, _ in columns]) if rows and columns else b""
+    return {"source": str(path), "columns": columns, "rows": rows, "png": png, "planned": []}
+
+
 # CSVs under report/ that dvc.yaml lists as plots (numeric series and bar charts).
 PLOT_FILES = ("caption_tokens.csv", "plots/caption_tokens_kept.csv", "plots/age_years.csv", "plots/skin_type.csv",
               "plots/source_types.csv", "plots/top_conditions.csv", "plots/dedup_funnel.csv", "plots/rejects.csv",
@@ -160,6 +194,7 @@ def run(params: dict) -> StageResult:
             con.close()
         result.rows_in = d["overview"]["pairs"]
         pngs = make_figures(d, context)
+        d["model"] = model_comparison(params)
         # Every file to a temporary first, then all renamed together: a kill leaves the previous
         # report whole, never a new page beside old figures.
         with Publication(out / ".report.commit.json") as pub:

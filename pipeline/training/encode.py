@@ -14,7 +14,7 @@ from pathlib import Path
 import open_clip
 import torch
 import webdataset as wds
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import PipelineError
 from pipeline.training.configs import register_model_configs
@@ -132,3 +132,35 @@ def encode_shards(
     if not metadata:
         raise PipelineError(f"no samples with jpg and txt in {len(tar_paths)} shard(s)")
     return torch.cat(image_feats), torch.cat(text_feats), metadata
+
+
+def encode_image_files(
+    paths: Sequence[Path],
+    model: torch.nn.Module,
+    preprocess: Preprocess,
+    device: str,
+    batch_size: int,
+) -> tuple[torch.Tensor, list[int], dict[str, int]]:
+    """Features of the image files that exist and decode, the input positions they came from, and
+    ``{"n_missing", "n_unreadable"}`` counts for the others (skipped, never fatal)."""
+    counts = {"n_missing": 0, "n_unreadable": 0}
+    feats: list[torch.Tensor] = []
+    kept: list[int] = []
+    for batch in batched(list(enumerate(paths)), batch_size):
+        images = []
+        for i, path in batch:
+            if not Path(path).is_file():
+                counts["n_missing"] += 1
+                continue
+            try:
+                with Image.open(path) as im:
+                    images.append(im.convert("RGB"))
+            except (OSError, UnidentifiedImageError):
+                counts["n_unreadable"] += 1
+                continue
+            kept.append(i)
+        if images:
+            feats.append(encode_images(model, preprocess, images, device, batch_size))
+    if counts["n_missing"] or counts["n_unreadable"]:
+        log.warning("skipped %d missing and %d unreadable image(s)", counts["n_missing"], counts["n_unreadable"])
+    return (torch.cat(feats) if feats else torch.empty(0, 1)), kept, counts

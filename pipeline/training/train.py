@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import torch
 from pipeline.errors import PipelineError
 from pipeline.tables import Publication, atomic_path
 from pipeline.training.launch import run_open_clip
+from pipeline.training.pretrained import HF_HUB, resolve_weights
 from pipeline.training.shardset import shard_pattern
 
 __all__ = [
@@ -74,7 +76,14 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "pretrained": str,
     "deterministic": bool,
     "threads": int,
+    "aug_cfg": dict,
+    "dataset_resampled": bool,
 }
+# open_clip's AugmentationCfg fields: what ``aug_cfg`` may set (a typo fails before the trainer).
+AUG_KEYS = ("scale", "ratio", "color_jitter", "re_prob", "re_count", "use_timm", "color_jitter_prob",
+            "gray_scale_prob")
+# Beside the staged run folder: the argv it was started with, so a rerun knows it may resume it.
+RUN_ARGV = "{name}.argv.json"
 # A partial run is built here (under the logs folder) and swapped into place when complete.
 PARTIAL_DIR = ".partial"
 # open_clip's log prefix and per-step timings: what makes two identical runs' out.log differ.
@@ -110,6 +119,26 @@ def _validate_profile(profile: dict) -> None:
         raise PipelineError(f"training profile: workers must be >= 0, got {profile['workers']}")
     if profile.get("threads") is not None and profile["threads"] < 1:
         raise PipelineError(f"training profile: threads must be >= 1, got {profile['threads']}")
+    unknown = sorted(set(profile.get("aug_cfg") or {}) - set(AUG_KEYS))
+    if unknown:
+        raise PipelineError(f"training profile: aug_cfg key(s) {unknown} unknown; open_clip takes {list(AUG_KEYS)}")
+
+
+def _aug_value(value: object) -> str:
+    """One ``aug_cfg`` value as open_clip's ``--aug-cfg k=v`` parser reads it (``ast.literal_eval``).
+
+    YAML lists become tuples, as in the seed's ``scale='(0.4, 1.0)'``.
+    """
+    if isinstance(value, list | tuple):
+        return "(" + ", ".join(repr(v) for v in value) + ")"
+    return repr(value) if not isinstance(value, str) else value
+
+
+def aug_cfg_args(aug_cfg: dict | None) -> list[str]:
+    """``--aug-cfg k=v ...`` in the profile's key order (empty when there is none)."""
+    if not aug_cfg:
+        return []
+    return ["--aug-cfg", *(f"{k}={_aug_value(v)}" for k, v in aug_cfg.items())]
 
 
 def is_panderm_profile(profile: dict) -> bool:
@@ -125,11 +154,8 @@ def check_profile_inputs(profile: dict) -> None:
     instead of after the data stages ran.
     """
     _validate_profile(profile)
-    pretrained = profile.get("pretrained")
-    if pretrained and not Path(pretrained).is_file():
-        raise PipelineError(f"training profile: pretrained {pretrained!r} is not a local file "
-                            "(weights are never downloaded by this pipeline)")
-    if not is_panderm_profile(profile):
+    if not is_panderm_profile(profile):  # PanDerm's model config is generated and its init built later
+        resolve_weights(profile["model"], profile.get("pretrained"))
         return
     for key in PANDERM_KEYS:
         value = profile.get(key)
@@ -188,6 +214,9 @@ def build_train_args(
         # An explicit epoch length: beyond the shards' count open_clip cycles through them again,
         # which bounds a throughput check by steps instead of by the size of the corpus.
         train_samples = profile["train_num_samples"]
+    model, pretrained = profile["model"], profile.get("pretrained") or None
+    if pretrained and pretrained.startswith(HF_HUB):  # a hub repo carries its config and weights
+        model, pretrained = pretrained, None
     argv = [
         "--dataset-type", "webdataset",
         "--train-data", train_pattern,
@@ -198,7 +227,7 @@ def build_train_args(
         if val_num_samples is not None:
             argv += ["--val-num-samples", str(val_num_samples)]
     argv += [
-        "--model", profile["model"],
+        "--model", model,
         "--epochs", str(profile["epochs"]),
         "--batch-size", str(profile["batch_size"]),
         "--lr", str(profile["lr"]),
@@ -215,8 +244,11 @@ def build_train_args(
         "--logs", str(logs_dir),
         "--name", name,
     ]  # fmt: skip
-    if profile.get("pretrained"):
-        argv += ["--pretrained", str(profile["pretrained"])]
+    if pretrained:
+        argv += ["--pretrained", str(pretrained)]
+    argv += aug_cfg_args(profile.get("aug_cfg"))
+    if profile.get("dataset_resampled"):
+        argv.append("--dataset-resampled")
     for key in ("beta1", "beta2", "eps", "grad_clip_norm"):
         if profile.get(key) is not None:
             argv += [f"--{key.replace('_', '-')}", str(profile[key])]
@@ -273,8 +305,11 @@ def run_training(
     One process runs in-process; ``nproc_per_node > 1`` (or ``use_torchrun=True``) runs
     ``python -m torch.distributed.run --standalone -m pipeline.training.launch`` (DDP over
     nccl). Multi-process needs GPUs: open_clip_train hands ``device_ids=[cpu]`` to
-    DistributedDataParallel, which rejects it. The previous run folder of the same name is
-    deleted first: DVC owns it, and open_clip refuses to reuse it. A PanDerm profile first
+    DistributedDataParallel, which rejects it. The run is staged in ``<logs>/.partial/<name>``
+    and swapped into ``<logs>/<name>`` when complete. A staged run that was killed after writing
+    an epoch checkpoint, started with the same argv, is resumed (``--resume latest``: model,
+    optimiser and scaler state, from the next epoch); any other leftover is deleted (open_clip
+    refuses to reuse a run folder). A PanDerm profile first
     builds ``<logs>/<name>-init.pt`` (see ``panderm``) and starts from it.
     """
     check_profile_inputs(profile)
@@ -299,15 +334,22 @@ def run_training(
         world_size=nproc_per_node,
     )  # fmt: skip
     run_dir = logs_dir / name
-    if (staging / name).exists():
-        log.info("removing an interrupted run %s (open_clip will not reuse it)", staging / name)
-        shutil.rmtree(staging / name)
-    staging.mkdir(parents=True, exist_ok=True)
     if is_panderm_profile(profile):
         from pipeline.training.panderm import build_initial_checkpoint
 
         init = build_initial_checkpoint(profile, logs_dir, name)
         argv += ["--pretrained", str(init)]
+    stamp = staging / RUN_ARGV.format(name=name)
+    if resumable(staging / name, stamp, argv):
+        log.info("resuming the interrupted run %s from its latest checkpoint", staging / name)
+        argv += ["--resume", "latest"]
+    else:
+        if (staging / name).exists():
+            log.info("removing an interrupted run %s (no checkpoint of the same argv to resume)", staging / name)
+            shutil.rmtree(staging / name)
+        staging.mkdir(parents=True, exist_ok=True)
+        with atomic_path(stamp) as tmp:
+            tmp.write_text(json.dumps(argv, indent=1) + "\n", encoding="utf-8")
     if use_torchrun or (use_torchrun is None and nproc_per_node > 1):
         _run_torchrun(argv, nproc_per_node)
     else:
@@ -317,6 +359,7 @@ def run_training(
     if not staged.is_file():
         raise PipelineError(f"training ended without writing {staged}; see {staging / name / 'out.log'}")
     _tidy_run_files(staging / name, staging, logs_dir, bool(profile.get("deterministic")))
+    stamp.unlink(missing_ok=True)
     with Publication(logs_dir / f".{name}.commit.json") as pub:
         slot = pub.directory(run_dir)
         slot.rmdir()
@@ -325,6 +368,48 @@ def run_training(
         staging.rmdir()
     final = checkpoint_path(logs_dir, name, profile["epochs"])
     return final
+
+
+def resumable(run_dir: Path, stamp: Path, argv: list[str]) -> bool:
+    """True when ``run_dir`` is a killed run of exactly ``argv`` that left an epoch checkpoint.
+
+    Why the argv check: open_clip's ``--resume latest`` takes whatever checkpoint is there; after
+    a params change (another lr, more samples) resuming would mix two recipes in one model, so
+    only an identical command resumes and anything else starts over.
+    """
+    if not run_dir.is_dir() or not stamp.is_file():
+        return False
+    try:
+        if json.loads(stamp.read_text(encoding="utf-8")) != argv:
+            return False
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return drop_incomplete_checkpoints(run_dir / "checkpoints") > 0
+
+
+def _epoch(path: Path) -> int:
+    match = re.fullmatch(r"epoch_(\d+)\.pt", path.name)
+    return int(match[1]) if match else -1
+
+
+def drop_incomplete_checkpoints(folder: Path) -> int:
+    """Delete checkpoints a kill cut short; return how many whole epoch checkpoints remain.
+
+    Why: open_clip writes ``epoch_N.pt`` in place, so a kill during the write leaves half a
+    file, and ``--resume latest`` would pick it and die in ``torch.load``. A torch checkpoint
+    is a zip whose central directory is written last: a file without one is incomplete.
+    """
+    whole = 0
+    for path in sorted(folder.glob("*.pt"), key=_epoch) if folder.is_dir() else []:
+        try:
+            with zipfile.ZipFile(path):
+                pass
+        except (OSError, zipfile.BadZipFile):
+            log.warning("%s is incomplete (killed while writing it); deleting it", path)
+            path.unlink()
+            continue
+        whole += _epoch(path) >= 0
+    return whole
 
 
 @contextmanager
