@@ -368,6 +368,28 @@ def test_body_sites(annotator: Annotator) -> None:
     assert annotator("A BCC on the nose").sites == ["nose"]
 
 
+@pytest.mark.parametrize(("caption", "typed", "released"), [
+    # Sub-sites of the hand and foot roll up to them in the release column.
+    ("Hyperkeratotic plaques on both palms.", ["palm"], "hand"),
+    ("Scaling between the toes and on the soles.", ["toe", "sole"], "foot"),
+    ("A wart on the finger.", ["finger"], "finger"),
+    # Region and grouping names are never release values.
+    ("A rash over the trunk and the upper limbs.", ["trunk", "upper limb"], NO_LOCATION),
+    ("Erosions of the mucosa and the genitals.", ["mucosa", "genitals"], NO_LOCATION),
+    ("Lesions on acral skin and in the skin folds.", ["acral", "skin folds"], NO_LOCATION),
+    # A released site under a grouping keeps its own name; duplicates collapse.
+    ("Ulcers of the oral mucosa and the palms, and on the hands.", ["oral", "palm", "hand"], "oral, hand"),
+])
+def test_release_body_location_uses_derm1m_site_vocabulary(annotator: Annotator, caption: str, typed: list[str],
+                                                           released: str) -> None:
+    """The typed column keeps every site as matched; the release column follows Derm1M's
+    vocabulary (no region or grouping names; palm -> hand, sole/toe -> foot)."""
+    ann = annotator(caption)
+    assert ann.sites == typed
+    assert ann.table_row()["body_locations"] == typed
+    assert ann.release_row()["body_location"] == released
+
+
 def test_full_release_and_table_row(annotator: Annotator) -> None:
     """A caption with everything fills all seven release columns and the typed columns."""
     ann = annotator("A 45-year-old woman with an itchy, painful red plaque of psoriasis on the elbow.")

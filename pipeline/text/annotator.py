@@ -118,14 +118,17 @@ class Annotation:
     skin_type: int | None
     age_group: str | None = None
     duration_days: int | None = None
+    released_sites: list[str] | None = None   # the sites in Derm1M's vocabulary (None: same as sites)
+    released_concepts: list[str] | None = None   # the concepts the release column reports (None: concepts)
 
     def release_row(self) -> dict[str, str]:
         """The seven columns in Derm1M's release conventions."""
         return {
             "disease_label": ", ".join(self.disease_labels) or NO_DIAGNOSIS,
             "hierarchical_disease_label": ", ".join(self.hierarchical),
-            "skin_concept": ", ".join(self.concepts) or NO_CONCEPTS,
-            "body_location": ", ".join(self.sites) or NO_LOCATION,
+            "skin_concept": ", ".join(self.concepts if self.released_concepts is None else self.released_concepts)
+            or NO_CONCEPTS,
+            "body_location": ", ".join(self.sites if self.released_sites is None else self.released_sites) or NO_LOCATION,
             "symptoms": ", ".join(self.released_symptoms) or NO_SYMPTOMS,
             "age": str(self.age) if self.age is not None else NO_AGE,
             "gender": self.sex or NO_GENDER,
@@ -253,6 +256,7 @@ class Annotator:
         # other captions the same words are anatomy ("nail involvement", "hair loss").
         self.artefacts = {e.name for e in concepts if e.group == "artefact"}
         self.unreleased_symptoms = {e.name for e in symptoms if not e.release}
+        self.site_release = {e.name: e.release_as for e in sites}
         self.negated_name = {("symptom", e.name): e.negated_name for e in symptoms if e.negated_name}
         self.negated_name.update({("concept", e.name): e.negated_name for e in concepts if e.negated_name})
         # Findings: the descriptive group, and nodes named by a clinical concept
@@ -387,6 +391,7 @@ class Annotator:
             label_source=source, hierarchical=hierarchical,
             concepts=list(dict.fromkeys(found["concept"])), sites=list(dict.fromkeys(found["site"])),
             symptoms=list(dict.fromkeys(found["symptom"])),
+            released_sites=[x for x in dict.fromkeys(self.site_release.get(s, s) for s in found["site"]) if x],
             released_symptoms=[x for x in dict.fromkeys(found["symptom"]) if x not in self.unreleased_symptoms],
             age=age, sex=extract_sex(caption), skin_type=extract_skin_type(caption),
             age_group=age_group(caption, age), duration_days=extract_duration_days(caption),
