@@ -64,7 +64,30 @@ def condition_variants(term: str) -> list[str]:
             out.add(t.replace("-", ""))
         if len(words) > 1 and not words[0].endswith("'s"):
             out.add(words[0] + "'s " + " ".join(t.split(" ")[1:]))
+        if len(words) == 2 and "-" not in t:
+            out.add(t.replace(" ", "-", 1))          # "Kaposi-sarcoma"
+    if len(words) == 1:
+        out.update(adjective_forms(term))
     return sorted(out)
+
+
+# How a one-word condition name turns into its adjective or -ation form ("onychomycotic",
+# "syphilitic", "scabietic", "ulcerated", "eczematous"): (ending, replacements), first match wins.
+ADJECTIVE_ENDINGS = (("itis", ("itic",)), ("sis", ("tic",)), ("ies", ("ietic",)), ("is", ("itic",)),
+                     ("cer", ("cerated", "ceration", "cerations", "cerative")), ("ma", ("matous",)))
+
+
+def adjective_forms(word: str) -> list[str]:
+    """Adjective and -ation forms of a one-word condition name, for matching in captions:
+    "onychomycosis" -> "onychomycotic", "syphilis" -> "syphilitic", "scabies" -> "scabietic",
+    "ulcer" -> "ulcerated"/"ulceration", "eczema" -> "eczematous". Names under six letters are
+    left alone (too many ordinary words end like them)."""
+    if len(word) < 6 or not word.isalpha():
+        return []
+    for ending, replacements in ADJECTIVE_ENDINGS:
+        if word.endswith(ending):
+            return [word[: -len(ending)] + r for r in replacements]
+    return []
 
 
 def is_grouping_adjective(ontology: Ontology, node_id: str) -> bool:
@@ -92,13 +115,21 @@ DIAGNOSIS_CUES = ("consistent with", "typical of", "characteristic of", "suggest
                   "due to", "caused by", "in keeping with", "indicative of")
 
 
+# Cues that introduce the conclusion of a story ("misdiagnosed as X ... finally diagnosed with
+# Y", "history of X ... the diagnosis is Y"): the condition after the last of them is the
+# label, the conditions named before it are context.
+FINAL_DIAGNOSIS_CUES = ("diagnosed with", "diagnosed as", "diagnosis is", "diagnosis was", "diagnosis of",
+                        "diagnosis:", "confirmed as", "confirmed to be", "final diagnosis", "consistent with",
+                        "compatible with", "in keeping with", "diagnostic of")
+
+
 @dataclass
 class Diagnosis:
     labels: list[str]          # the diagnosis (disease_label)
     others: list[str]          # other affirmed conditions named
     differential: list[str]
     negated: list[str]
-    source: str                # caption | sign | context | source_label | none
+    source: str                # caption | hedged | sign | context | source_label | none
 
 
 @dataclass
@@ -191,12 +222,13 @@ def _sign_phrases(ontology: Ontology, reference: Ontology | None, walk: Crosswal
     return out
 
 
-def _after_diagnosis_cue(doc: Doc, mention: Mention) -> bool:
-    """Whether ``mention`` follows one of :data:`DIAGNOSIS_CUES` (an article may sit between)."""
+def _after_diagnosis_cue(doc: Doc, mention: Mention, cues: tuple[str, ...] = DIAGNOSIS_CUES) -> bool:
+    """Whether ``mention`` follows one of ``cues`` (an article may sit between); whole words
+    only, so "misdiagnosed as" is not "diagnosed as"."""
     words = doc[max(0, mention.start - 5):mention.start].text.lower().split()
     if words and words[-1] in ("a", "an", "the"):
         words = words[:-1]
-    return " ".join(words).endswith(DIAGNOSIS_CUES)
+    return (" " + " ".join(words)).endswith(tuple(" " + c for c in cues))
 
 
 def _is_descriptive(ontology: Ontology, node_id: str) -> bool:
@@ -236,6 +268,9 @@ class Annotator:
             for target_id, (syns, abbrs) in lent_terms(reference, ontology, walk).items():
                 terms += [(target_id, t, False) for t in syns] + [(target_id, t, True) for t in abbrs]
         owner = _phrase_owners(ontology, terms)
+        # Grouping nodes named by a bare adjective ("inflammatory", "benign") are never a label,
+        # whatever phrase matched them ("an inflammatory skin disease", "anti-inflammatory").
+        self.grouping = {n for n in ontology.nodes if is_grouping_adjective(ontology, n)}
         by_node: dict[str, list[str]] = {}
         abbrevs: dict[str, list[str]] = {}
         for node_id, term, is_abbr in terms:
@@ -287,9 +322,12 @@ class Annotator:
         diagnosis only when no disease is named. Other affirmed conditions (complications,
         comparisons, examples in a prose list) are kept apart as ``others``.
         """
-        named = [m for m in mentions if m.kind == kind]
+        named = [m for m in mentions if m.kind == kind and m.label not in self.grouping]
         affirmed = [m for m in named if m.status == "affirmed"]
         diseases = [m for m in affirmed if m.label not in self.descriptive]
+        concluded = [i for i, m in enumerate(diseases) if _after_diagnosis_cue(doc, m, FINAL_DIAGNOSIS_CUES)]
+        if concluded:
+            diseases = diseases[concluded[-1]:]    # the story's conclusion; earlier names are context
         pool = diseases or [m for m in affirmed if _after_diagnosis_cue(doc, m)] or affirmed
         group: list[Mention] = pool[:1]
         for m in pool[1:]:
@@ -305,7 +343,8 @@ class Annotator:
             labels.extend(finer or [m.label])
         labels = self._most_specific(labels)
         covered = {a for x in labels for a in self.ontology.path(x)}
-        others = [x for x in self._most_specific(affirmed_ids) if x not in covered]
+        background = [m.label for m in named if m.status == "context"]
+        others = [x for x in self._most_specific([*affirmed_ids, *background]) if x not in covered]
         differential = [x for x in self._most_specific([m.label for m in named if m.status == "differential"])
                         if x not in affirmed_ids]
         negated = [x for x in dict.fromkeys(m.label for m in named if m.status == "negated")
@@ -340,18 +379,24 @@ class Annotator:
         doc, mentions = matched or self.matcher(caption)
         labels, others, differential, negated = self._conditions(doc, mentions)
         source = "caption" if labels else "none"
+        if differential and not labels:
+            # Nothing affirmed: the first hedged condition is the label, as in Derm1M
+            # ("psoriasis or eczema", "might be", "potentially", "were considered").
+            labels, source = differential[:1], "hedged"
         named = labels or differential or negated
         structured = self.map_label(source_label) if source_label else []
         if structured:
             labels, source = structured, "source_label"
             others = [x for x in others if x not in labels]
-        elif not named and context:
+        elif not named and not labels and context:
             labels = self._conditions(*self.matcher(context))[0]
             source = "context" if labels else "none"
         if source in ("caption", "none") and all(x in self.descriptive for x in labels):
             # Nothing named but findings ("an ulcer"): a sign of a disease outranks them
             # ("Treponema pallidum, causing a painless ulcer" is syphilis).
             sign = self._conditions(doc, mentions, kind="sign")
+            if not sign[0] and sign[2]:
+                sign = (sign[2][:1], *sign[1:])     # a hedged sign ("likely caused by an allergic reaction to")
             if sign[0] and not all(x in self.descriptive for x in sign[0]):
                 others = [x for x in [*labels, *others] if x not in sign[0]]
                 labels, source = sign[0], "sign"
@@ -379,6 +424,8 @@ class Annotator:
             if m.kind == "symptom" and any(s <= m.start and m.end <= e and e - s > m.end - m.start
                                            for s, e in concept_spans):
                 continue
+            if m.status == "context":
+                continue   # "can also be present on the face": a statement about the disease
             label = m.label
             if m.status == "negated":
                 label = self.negated_name.get((m.kind, m.label))

@@ -4,6 +4,8 @@ Why rule-based: the vocabularies are ours (ontology, concepts, sites, symptoms) 
 offline at millions of captions. One tokenisation per caption feeds every PhraseMatcher.
 A mention's *status* comes from cue words in its sentence (NegEx-style): ``negated`` ("no",
 "without", "ruled out"), ``differential`` ("differential", "vs", "suspected", "could be"),
+``context`` (a condition named as background or comparison, not as this image's finding:
+"history of", "misdiagnosed as", "resembling", "X-like", "can also be present on"),
 else ``affirmed``.
 """
 
@@ -20,19 +22,31 @@ from spacy.util import filter_spans
 PRE_NEGATION = {("no",), ("not",), ("without",), ("denies",), ("denied",), ("negative", "for"), ("absence", "of"),
                 ("absent",), ("free", "of"), ("never",), ("nor",), ("neither",), ("no", "evidence", "of"),
                 ("no", "signs", "of"), ("no", "sign", "of"),
-                ("excluding",), ("exclude",), ("excluded",), ("ruled", "out")}
+                ("excluding",), ("exclude",), ("excluded",), ("ruled", "out"), ("ruling", "out"), ("rules", "out"),
+                ("spares",), ("spared",), ("sparing",)}
 POST_NEGATION = {("ruled", "out"), ("was", "excluded"), ("were", "excluded"), ("excluded",), ("is", "unlikely"),
                  ("was", "unlikely"), ("was", "negative"), ("is", "absent"), ("are", "absent"), ("is", "not"),
                  ("was", "not"), ("are", "not")}
 PRE_DIFFERENTIAL = {("differential",), ("differentials",), ("ddx",), ("versus",), ("vs",), ("vs.",), ("rule", "out"),
                     ("r", "/", "o"), ("suspected",), ("suspicious", "for"), ("suspicion", "of"), ("possible",),
                     ("possibly",), ("probable",), ("could", "be"), ("might", "be"), ("may", "be"), ("or",),
-                    ("query",), ("?",)}
-POST_DIFFERENTIAL = {("versus",), ("vs",), ("vs.",), ("or",), ("?",), ("was", "considered"), ("is", "suspected")}
+                    ("query",), ("?",), ("potentially",), ("potential",), ("likely",), ("perhaps",), ("presumed",),
+                    ("presumably",), ("not", "excluding"), ("cannot", "exclude"), ("cannot", "be", "excluded"),
+                    ("considered",), ("consider",), ("considering",)}
+POST_DIFFERENTIAL = {("versus",), ("vs",), ("vs.",), ("or",), ("?",), ("was", "considered"), ("were", "considered"),
+                     ("is", "suspected"), ("was", "suspected"), ("is", "possible"), ("is", "likely"), ("not", "excluded")}
+# Background and comparison: the condition is named, but not as what this image shows.
+PRE_CONTEXT = {("history", "of"), ("misdiagnosed", "as"), ("misdiagnosed", "with"), ("mistaken", "for"),
+               ("previously", "diagnosed"), ("initially", "diagnosed"), ("resembling",), ("resembles",),
+               ("resemble",), ("mimicking",), ("mimics",), ("mimic",), ("simulating",), ("unlike",),
+               ("can", "also"), ("may", "also"), ("can", "present"), ("can", "appear")}
+POST_CONTEXT = {("-", "like"), ("like", "lesions"), ("like", "rash")}
 # Words that end a cue's scope inside a sentence.
 # (A colon is not a break: "Differential diagnosis: psoriasis" keeps its cue.)
 SCOPE_BREAK = {"but", "however", "although", "though", "except", "which", "that", ";", "."}
 WINDOW = 6
+# Tokens that join the members of a list; a cue before the first member covers them all.
+LIST_JOINERS = {",", "and", "or", "nor", "/", "as", "well"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +55,7 @@ class Mention:
     label: str       # canonical label
     start: int       # token offsets in the doc
     end: int
-    status: str      # affirmed | negated | differential
+    status: str      # affirmed | negated | differential | context
 
 
 @cache
@@ -53,7 +67,7 @@ def blank_nlp() -> spacy.language.Language:
 
 
 SENTENCE_END = {".", "!", "?"}
-_ALL_CUES = (PRE_NEGATION, POST_NEGATION, PRE_DIFFERENTIAL, POST_DIFFERENTIAL)
+_ALL_CUES = (PRE_NEGATION, POST_NEGATION, PRE_DIFFERENTIAL, POST_DIFFERENTIAL, PRE_CONTEXT, POST_CONTEXT)
 _CUE_LENGTHS = range(1, 1 + max(len(c) for cues in _ALL_CUES for c in cues))
 _CUE_STARTS = {c[0] for cues in _ALL_CUES for c in cues}   # a cheap filter before the tuple lookups
 
@@ -85,10 +99,15 @@ def mention_status(doc: Doc, start: int, end: int) -> str:
         after.append(word)
     if before[-2:] == ["non", "-"] or before[-1:] == ["non"]:
         return "negated"   # "non-scaly", "non itchy": the prefix negates only the word it is glued to
+    if after[:2] == ["-", "like"]:
+        return "context"   # "psoriasis-like plaques": a comparison glued to the name
     if _has_cue(before, PRE_NEGATION) or _has_cue(after, POST_NEGATION):
-        return "negated"
+        if not _has_cue(before, {("not", "excluding"), ("cannot", "exclude")}) and not _has_cue(after, {("not", "excluded")}):
+            return "negated"
     if _has_cue(before, PRE_DIFFERENTIAL) or _has_cue(after, POST_DIFFERENTIAL):
         return "differential"
+    if _has_cue(before, PRE_CONTEXT) or _has_cue(after, POST_CONTEXT):
+        return "context"
     return "affirmed"
 
 
@@ -129,8 +148,16 @@ class VocabularyMatcher:
                 outer = {(s.start, s.end): s.label_ for s in kept}
                 kept += [s for s in found if (s.start, s.end) not in outer and s.label_ not in
                          {lab for (a, b), lab in outer.items() if a <= s.start and s.end <= b}]
+            previous: Mention | None = None
             for span in sorted(kept, key=lambda s: s.start):
                 kind, label = self.labels[span.label_]
-                mentions.append(Mention(kind, label, span.start, span.end, mention_status(doc, span.start, span.end)))
+                status = mention_status(doc, span.start, span.end)
+                if (status == "affirmed" and previous is not None and previous.status != "affirmed"
+                        and all(t.lower_ in LIST_JOINERS for t in doc[previous.end:span.start])):
+                    # A cue scopes over a whole list: "possible diagnoses including lichen planus
+                    # and neurodermatitis", "no scale, crust or erosion".
+                    status = previous.status
+                previous = Mention(kind, label, span.start, span.end, status)
+                mentions.append(previous)
         mentions.sort(key=lambda m: (m.start, m.kind))
         return doc, mentions

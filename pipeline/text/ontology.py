@@ -410,7 +410,7 @@ class Ontology:
         return result
 
 
-_ADJECTIVE_ENDINGS = ("al", "ous", "ic", "ign", "ant", "ary", "ive")
+_ADJECTIVE_ENDINGS = ("al", "ous", "ic", "ign", "ant", "ary", "ive", "ory")
 
 
 def is_grouping_word(ontology: Ontology, node_id: str, term: str) -> bool:
