@@ -253,7 +253,7 @@ def test_condition_variants() -> None:
     sjs = condition_variants("stevens-johnson syndrome")
     assert {"stevens johnson syndrome", "stevensjohnson syndrome", "stevens-johnson syndromes"} <= set(sjs)
     assert "kaposi's sarcoma" in condition_variants("kaposi sarcoma")
-    assert condition_variants("psoriasis") == ["psoriases", "psoriasis"]
+    assert condition_variants("psoriasis") == ["psoriases", "psoriasis", "psoriatic"]   # adjective form too
 
 
 def test_grouping_adjectives(onto: Ontology) -> None:
@@ -306,19 +306,23 @@ def test_negated_condition(annotator: Annotator) -> None:
 
 
 def test_differential_conditions(annotator: Annotator) -> None:
-    """Differentials go to differential_labels, not to the diagnosis."""
+    """Differentials go to differential_labels; with nothing affirmed, the first of them is
+    also the label (label_source hedged), as Derm1M labels such captions."""
     ann = annotator("differential diagnosis includes psoriasis versus lichen planus")
-    assert ann.disease_labels == []
+    assert (ann.disease_labels, ann.label_source) == (["psoriasis"], "hedged")
     assert ann.differential_labels == ["psoriasis", "lichen planus"]
     assert ann.negated_labels == []
     ann = annotator("Suspected melanoma on the back.")
-    assert (ann.disease_labels, ann.differential_labels) == ([], ["melanoma"])
+    assert (ann.disease_labels, ann.differential_labels) == (["melanoma"], ["melanoma"])
+    ann = annotator("Psoriasis on the elbows; lichen planus is suspected.")
+    assert (ann.disease_labels, ann.differential_labels, ann.label_source) == (["psoriasis"], ["lichen planus"], "caption")
 
 
 def test_differential_after_colon(annotator: Annotator) -> None:
-    """'Differential diagnosis: psoriasis.' lists a differential; it must not become the diagnosis."""
+    """'Differential diagnosis: psoriasis.' lists a differential (the colon keeps the cue): it is
+    a hedged label, not an affirmed one."""
     ann = annotator("Differential diagnosis: psoriasis.")
-    assert ann.disease_labels == []
+    assert (ann.disease_labels, ann.label_source) == (["psoriasis"], "hedged")
     assert ann.differential_labels == ["psoriasis"]
 
 
@@ -338,8 +342,8 @@ def test_context_only_when_caption_names_nothing(annotator: Annotator) -> None:
     assert (ann.disease_labels, ann.label_source) == (["eczema"], "caption")
     ann = annotator("Psoriasis was ruled out.", context="Lichen planus")
     assert (ann.disease_labels, ann.negated_labels, ann.label_source) == ([], ["psoriasis"], "none")
-    ann = annotator("Could be melanoma.", context="Lichen planus")
-    assert (ann.disease_labels, ann.differential_labels, ann.label_source) == ([], ["melanoma"], "none")
+    ann = annotator("Could be melanoma.", context="Lichen planus")   # a hedged condition outranks the title
+    assert (ann.disease_labels, ann.differential_labels, ann.label_source) == (["melanoma"], ["melanoma"], "hedged")
 
 
 def test_negated_concept_not_reported(annotator: Annotator) -> None:

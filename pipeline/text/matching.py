@@ -35,6 +35,7 @@ PRE_DIFFERENTIAL = {("differential",), ("differentials",), ("ddx",), ("versus",)
                     ("considered",), ("consider",), ("considering",)}
 POST_DIFFERENTIAL = {("versus",), ("vs",), ("vs.",), ("or",), ("?",), ("was", "considered"), ("were", "considered"),
                      ("is", "suspected"), ("was", "suspected"), ("is", "possible"), ("is", "likely"), ("not", "excluded")}
+HEDGED_EXCLUSION = {("not", "excluding"), ("cannot", "exclude")}
 # Background and comparison: the condition is named, but not as what this image shows.
 PRE_CONTEXT = {("history", "of"), ("misdiagnosed", "as"), ("misdiagnosed", "with"), ("mistaken", "for"),
                ("previously", "diagnosed"), ("initially", "diagnosed"), ("resembling",), ("resembles",),
@@ -101,14 +102,33 @@ def mention_status(doc: Doc, start: int, end: int) -> str:
         return "negated"   # "non-scaly", "non itchy": the prefix negates only the word it is glued to
     if after[:2] == ["-", "like"]:
         return "context"   # "psoriasis-like plaques": a comparison glued to the name
-    if _has_cue(before, PRE_NEGATION) or _has_cue(after, POST_NEGATION):
-        if not _has_cue(before, {("not", "excluding"), ("cannot", "exclude")}) and not _has_cue(after, {("not", "excluded")}):
-            return "negated"
+    hedged_exclusion = _has_cue(before, HEDGED_EXCLUSION) or _has_cue(after, {("not", "excluded")})
+    if (_has_cue(before, PRE_NEGATION) or _has_cue(after, POST_NEGATION)) and not hedged_exclusion:
+        return "negated"   # ("not excluding melanoma" keeps melanoma open: a differential)
     if _has_cue(before, PRE_DIFFERENTIAL) or _has_cue(after, POST_DIFFERENTIAL):
         return "differential"
     if _has_cue(before, PRE_CONTEXT) or _has_cue(after, POST_CONTEXT):
         return "context"
     return "affirmed"
+
+
+def _list_scope(doc: Doc, found: list[Mention]) -> list[Mention]:
+    """A cue scopes over a whole list of mentions joined by commas, "and", "or": forwards for a
+    cue before the list ("possible diagnoses include lichen planus and neurodermatitis", "no
+    scale, crust or erosion"), backwards for one after it ("tinea and candidiasis were
+    considered"). Only affirmed members take the status of their neighbour."""
+    out = list(found)
+
+    def joined(a: Mention, b: Mention) -> bool:
+        return a.end <= b.start and all(t.lower_ in LIST_JOINERS for t in doc[a.end:b.start])
+
+    for order in (range(1, len(out)), range(len(out) - 2, -1, -1)):
+        for i in order:
+            j = i - 1 if order.step == 1 else i + 1
+            near, m = out[j], out[i]
+            if m.status == "affirmed" and near.status != "affirmed" and joined(*sorted((near, m), key=lambda x: x.start)):
+                out[i] = Mention(m.kind, m.label, m.start, m.end, near.status)
+    return out
 
 
 class VocabularyMatcher:
@@ -148,16 +168,8 @@ class VocabularyMatcher:
                 outer = {(s.start, s.end): s.label_ for s in kept}
                 kept += [s for s in found if (s.start, s.end) not in outer and s.label_ not in
                          {lab for (a, b), lab in outer.items() if a <= s.start and s.end <= b}]
-            previous: Mention | None = None
-            for span in sorted(kept, key=lambda s: s.start):
-                kind, label = self.labels[span.label_]
-                status = mention_status(doc, span.start, span.end)
-                if (status == "affirmed" and previous is not None and previous.status != "affirmed"
-                        and all(t.lower_ in LIST_JOINERS for t in doc[previous.end:span.start])):
-                    # A cue scopes over a whole list: "possible diagnoses including lichen planus
-                    # and neurodermatitis", "no scale, crust or erosion".
-                    status = previous.status
-                previous = Mention(kind, label, span.start, span.end, status)
-                mentions.append(previous)
+            found_mentions = [Mention(*self.labels[s.label_], s.start, s.end, mention_status(doc, s.start, s.end))
+                              for s in sorted(kept, key=lambda s: s.start)]
+            mentions.extend(_list_scope(doc, found_mentions))
         mentions.sort(key=lambda m: (m.start, m.kind))
         return doc, mentions
