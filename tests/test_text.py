@@ -606,3 +606,36 @@ def test_symptom_word_inside_a_concept_phrase_is_morphology(annotator: Annotator
 ])
 def test_a_finding_after_a_diagnosis_cue_is_the_diagnosis(annotator: Annotator, caption: str, labels: list[str]) -> None:
     assert [annotator.ontology.name(x) for x in annotator(caption).disease_labels] == labels
+
+
+@pytest.mark.parametrize(("caption", "concepts"), [
+    ("This is a close up clinical image. The skin texture of this patient is elevated irregular.", ["verrucous", "papule"]),
+    ("The skin texture of this patient is desquamative. Red patches.", ["red", "patch", "rough", "desquamation", "scaly"]),
+    ("The skin texture of this patient is flat.", []),
+])
+def test_public_dataset_template_sentence_maps_to_fixed_concepts(annotator: Annotator, caption: str,
+                                                                 concepts: list[str]) -> None:
+    """A fixed template sentence (SCIN's texture field) stands for a fixed concept set; words
+    inside it do not match on their own, words outside it still do."""
+    assert annotator(caption).concepts == concepts
+
+
+def test_concept_template_with_unknown_concept_is_an_error(tmp_path: Path) -> None:
+    from pipeline.text.vocab import load_concept_templates
+
+    path = tmp_path / "concepts.yaml"
+    path.write_text("concepts: [{name: papule}]\ntemplates: [{phrase: 'x is y', concepts: [papule, nodule]}]\n")
+    with pytest.raises(PipelineError, match="unknown concepts"):
+        load_concept_templates(path)
+
+
+@pytest.mark.parametrize(("caption", "absent", "present"), [
+    ("Generalized vitiligo on the trunk.", "generalized", None),
+    ("Localized scleroderma with a white patch.", "localized", "patch"),
+    ("Generalized erythematous plaques.", None, "generalized"),
+])
+def test_distribution_word_of_a_condition_name_is_not_a_finding(annotator: Annotator, caption: str,
+                                                                absent: str | None, present: str | None) -> None:
+    concepts = annotator(caption).concepts
+    assert absent not in concepts
+    assert present is None or present in concepts

@@ -24,7 +24,13 @@ from pipeline.text.demographics import (
 )
 from pipeline.text.matching import Mention, VocabularyMatcher
 from pipeline.text.ontology import Ontology, fold_term, is_grouping_word, project_ontology
-from pipeline.text.vocab import Entry, load_body_sites, load_concepts, load_symptoms
+from pipeline.text.vocab import (
+    Entry,
+    load_body_sites,
+    load_concept_templates,
+    load_concepts,
+    load_symptoms,
+)
 
 NO_DIAGNOSIS = "no definitive diagnosis"
 DERMOSCOPY = re.compile(r"dermo?s?cop|dermatoscop|epiluminescence", re.IGNORECASE)
@@ -257,8 +263,10 @@ class Annotator:
     """
 
     def __init__(self, ontology: Ontology, concepts: list[Entry], sites: list[Entry], symptoms: list[Entry],
-                 reference: Ontology | None = None, conditions_only: bool = False) -> None:
+                 reference: Ontology | None = None, conditions_only: bool = False,
+                 templates: list[tuple[str, tuple[str, ...]]] | None = None) -> None:
         self.ontology = ontology
+        self.templates = templates or []
         self._label_cache: dict[str, list[str]] = {}
         self.matcher = VocabularyMatcher(overlap_groups={"sign": "condition"}, nested={"concept"})
         terms = list(ontology.terms())
@@ -290,6 +298,7 @@ class Annotator:
         # Image artefacts (hair, nail, ruler, gel) are objects in dermoscopic photographs; in
         # other captions the same words are anatomy ("nail involvement", "hair loss").
         self.artefacts = {e.name for e in concepts if e.group == "artefact"}
+        self.distribution = {e.name for e in concepts if e.group == "arrangement/distribution"}
         self.unreleased_symptoms = {e.name for e in symptoms if not e.release}
         self.site_release = {e.name: e.release_as for e in sites}
         self.negated_name = {("symptom", e.name): e.negated_name for e in symptoms if e.negated_name}
@@ -303,7 +312,21 @@ class Annotator:
     @classmethod
     def from_paths(cls, ontology: str | Path, concepts: str | Path, sites: str | Path, symptoms: str | Path) -> Annotator:
         return cls(Ontology.load(ontology), load_concepts(concepts), load_body_sites(sites), load_symptoms(symptoms),
-                   reference=project_ontology())
+                   reference=project_ontology(), templates=load_concept_templates(concepts))
+
+    def _templates(self, caption: str) -> tuple[list[str], list[tuple[int, int]]]:
+        """Concepts of the template sentences in ``caption`` and their character spans."""
+        if not self.templates:
+            return [], []
+        low = caption.lower()
+        concepts: list[str] = []
+        spans: list[tuple[int, int]] = []
+        for phrase, fixed in self.templates:
+            at = low.find(phrase)
+            if at >= 0:
+                concepts.extend(fixed)
+                spans.append((at, at + len(phrase)))
+        return concepts, spans
 
     def _most_specific(self, ids: list[str]) -> list[str]:
         ids = list(dict.fromkeys(ids))
@@ -416,7 +439,18 @@ class Annotator:
         # A symptom word inside a longer concept phrase describes the morphology:
         # "pus-filled bumps" are pustules, not an exudate.
         concept_spans = [(m.start, m.end) for m in mentions if m.kind == "concept"]
+        # A distribution word inside or right before a condition's name names the subtype, not
+        # this image's finding ("generalized vitiligo", "linear lichen planus", "localized
+        # scleroderma"); morphology words stay ("bullous pemphigoid" shows bullae).
+        condition_spans = [(m.start, m.end) for m in mentions if m.kind == "condition"]
+        condition_spans += [(m.start - 1, m.end) for m in mentions if m.kind == "condition" and m.start > 0]
+        fixed, template_chars = self._templates(caption)
         for m in mentions:
+            if m.kind == "concept" and any(a <= doc[m.start].idx < b for a, b in template_chars):
+                continue   # inside a template sentence: its fixed concept set stands instead
+            if m.kind == "concept" and m.label in self.distribution and any(
+                    s <= m.start and m.end <= e and e - s > m.end - m.start for s, e in condition_spans):
+                continue
             if m.kind in ("condition", "sign"):
                 continue
             if m.kind == "concept" and m.label in self.artefacts and not dermoscopic:
@@ -432,6 +466,7 @@ class Annotator:
                 if label is None:
                     continue
             found[m.kind].append(label)
+        found["concept"].extend(fixed)
         return Annotation(
             disease_labels=[name(x) for x in labels], differential_labels=[name(x) for x in differential],
             negated_labels=[name(x) for x in negated], other_labels=[name(x) for x in dx.others],

@@ -47,6 +47,22 @@ def load_concepts(path: str | Path) -> list[Entry]:
     return [_entry(c, group=c.get("group", "")) for c in _read(path, "concepts")]
 
 
+def load_concept_templates(path: str | Path) -> list[tuple[str, tuple[str, ...]]]:
+    """(lowercase sentence, concepts) pairs: fixed template sentences of public datasets that
+    stand for a fixed concept set (``templates:`` in concepts.yaml; optional)."""
+    path = Path(path)
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {} if path.exists() else {}
+    known = {str(c["name"]).strip() for c in doc.get("concepts") or []}
+    out = []
+    for item in doc.get("templates") or []:
+        concepts = tuple(str(c).strip() for c in item.get("concepts") or [])
+        unknown = [c for c in concepts if c not in known]
+        if unknown:
+            raise PipelineError(f"{path}: template {item.get('phrase')!r} names unknown concepts {unknown}")
+        out.append((" ".join(str(item["phrase"]).lower().split()), concepts))
+    return out
+
+
 def load_symptoms(path: str | Path) -> list[Entry]:
     return [_entry(s) for s in _read(path, "symptoms")]
 
