@@ -234,7 +234,10 @@ def _after_diagnosis_cue(doc: Doc, mention: Mention, cues: tuple[str, ...] = DIA
     words = doc[max(0, mention.start - 5):mention.start].text.lower().split()
     if words and words[-1] in ("a", "an", "the"):
         words = words[:-1]
-    return (" " + " ".join(words)).endswith(tuple(" " + c for c in cues))
+    return (" " + " ".join(words)).endswith(_SPACED.get(cues) or _SPACED.setdefault(cues, tuple(" " + c for c in cues)))
+
+
+_SPACED: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _is_descriptive(ontology: Ontology, node_id: str) -> bool:

@@ -73,12 +73,19 @@ _CUE_LENGTHS = range(1, 1 + max(len(c) for cues in _ALL_CUES for c in cues))
 _CUE_STARTS = {c[0] for cues in _ALL_CUES for c in cues}   # a cheap filter before the tuple lookups
 
 
-def _has_cue(words: list[str], cues: set[tuple[str, ...]]) -> bool:
-    return any(tuple(words[i:i + n]) in cues for i, w in enumerate(words) if w in _CUE_STARTS for n in _CUE_LENGTHS)
+_CUE_SET = set().union(*_ALL_CUES, HEDGED_EXCLUSION, {("not", "excluded")})
+
+
+def _cues(words: list[str]) -> set[tuple[str, ...]]:
+    """Every cue (of any kind) that occurs in ``words``: one pass, then set lookups per kind."""
+    return {t for i, w in enumerate(words) if w in _CUE_STARTS for n in _CUE_LENGTHS
+            if (t := tuple(words[i:i + n])) in _CUE_SET}
 
 
 def mention_status(doc: Doc, start: int, end: int) -> str:
-    """Negated / differential / affirmed from cue words shortly before and after the mention.
+    """Negated / differential / context / affirmed from cue words shortly before and after the
+    mention (tokens are read only inside the window: building a whole lowercased token list
+    per caption costs more than the matching).
 
     The window stops at a scope break ("but", "which", ";") or the end of the sentence; a "?"
     right before the mention is the query notation "?psoriasis" and counts as a cue.
@@ -102,12 +109,15 @@ def mention_status(doc: Doc, start: int, end: int) -> str:
         return "negated"   # "non-scaly", "non itchy": the prefix negates only the word it is glued to
     if after[:2] == ["-", "like"]:
         return "context"   # "psoriasis-like plaques": a comparison glued to the name
-    hedged_exclusion = _has_cue(before, HEDGED_EXCLUSION) or _has_cue(after, {("not", "excluded")})
-    if (_has_cue(before, PRE_NEGATION) or _has_cue(after, POST_NEGATION)) and not hedged_exclusion:
+    pre, post = _cues(before), _cues(after)
+    if not pre and not post:
+        return "affirmed"
+    hedged_exclusion = not pre.isdisjoint(HEDGED_EXCLUSION) or ("not", "excluded") in post
+    if (not pre.isdisjoint(PRE_NEGATION) or not post.isdisjoint(POST_NEGATION)) and not hedged_exclusion:
         return "negated"   # ("not excluding melanoma" keeps melanoma open: a differential)
-    if _has_cue(before, PRE_DIFFERENTIAL) or _has_cue(after, POST_DIFFERENTIAL):
+    if not pre.isdisjoint(PRE_DIFFERENTIAL) or not post.isdisjoint(POST_DIFFERENTIAL):
         return "differential"
-    if _has_cue(before, PRE_CONTEXT) or _has_cue(after, POST_CONTEXT):
+    if not pre.isdisjoint(PRE_CONTEXT) or not post.isdisjoint(POST_CONTEXT):
         return "context"
     return "affirmed"
 
@@ -118,6 +128,8 @@ def _list_scope(doc: Doc, found: list[Mention]) -> list[Mention]:
     scale, crust or erosion"), backwards for one after it ("tinea and candidiasis were
     considered"). Only affirmed members take the status of their neighbour."""
     out = list(found)
+    if all(m.status == "affirmed" for m in out):
+        return out
 
     def joined(a: Mention, b: Mention) -> bool:
         return a.end <= b.start and all(t.lower_ in LIST_JOINERS for t in doc[a.end:b.start])
