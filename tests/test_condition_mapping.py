@@ -289,3 +289,13 @@ def test_generic_statement_concepts_are_not_findings(ours: Annotator) -> None:
 def test_erysipelas_maps_to_cellulitis_in_derm1m(derm1m: Annotator) -> None:
     """A node the target lacks falls back to its kind_of (erysipelas is a superficial cellulitis)."""
     assert [derm1m.ontology.name(x) for x in derm1m.diagnose("Erysipelas of the lower leg.").labels] == ["cellulitis"]
+
+
+@pytest.mark.parametrize(("folder", "node"), [
+    ("Milker_s nodule", "milker's nodule"),
+    ("Becker_s naevus", "becker nevus"),
+    ("Darier_s disease", "darier disease"),
+])
+def test_folder_name_possessive_written_with_underscore(ours: Annotator, folder: str, node: str) -> None:
+    """Folder names write "'s" as "_s"; the structured label maps like the possessive."""
+    assert ours.map_label(folder) == [node]

@@ -23,7 +23,7 @@ PRE_NEGATION = {("no",), ("not",), ("without",), ("denies",), ("denied",), ("neg
                 ("absent",), ("free", "of"), ("never",), ("nor",), ("neither",), ("no", "evidence", "of"),
                 ("no", "signs", "of"), ("no", "sign", "of"),
                 ("excluding",), ("exclude",), ("excluded",), ("ruled", "out"), ("ruling", "out"), ("rules", "out"),
-                ("spares",), ("spared",), ("sparing",)}
+                ("spare",), ("spares",), ("spared",), ("sparing",)}
 POST_NEGATION = {("ruled", "out"), ("was", "excluded"), ("were", "excluded"), ("excluded",), ("is", "unlikely"),
                  ("was", "unlikely"), ("was", "negative"), ("is", "absent"), ("are", "absent"), ("is", "not"),
                  ("was", "not"), ("are", "not")}
