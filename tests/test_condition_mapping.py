@@ -245,6 +245,7 @@ def test_adjective_forms_and_synonyms_of_condition_names(ours: Annotator, captio
 @pytest.mark.parametrize("caption", [
     "A red rash caused by an allergic reaction to nickel in a belt buckle.",
     "Itchy patches, likely caused by an allergic reaction to a specific substance.",
+    "A clinical photograph of allergy to hair dye.",
 ])
 def test_allergic_reaction_to_a_substance_is_contact_dermatitis(ours: Annotator, caption: str) -> None:
     assert ours(caption).disease_labels == ["contact dermatitis"]
