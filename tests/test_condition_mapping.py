@@ -300,3 +300,9 @@ def test_erysipelas_maps_to_cellulitis_in_derm1m(derm1m: Annotator) -> None:
 def test_folder_name_possessive_written_with_underscore(ours: Annotator, folder: str, node: str) -> None:
     """Folder names write "'s" as "_s"; the structured label maps like the possessive."""
     assert ours.map_label(folder) == [node]
+
+
+def test_hedged_finding_is_not_a_hedged_diagnosis(ours: Annotator) -> None:
+    """Only a hedged disease becomes the label; a finding joined by "or" stays a differential."""
+    ann = ours("A pink or brown papule, shiny or waxy with telangiectasia.")
+    assert ann.disease_labels == [] and ann.label_source != "hedged"

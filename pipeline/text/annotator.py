@@ -405,10 +405,12 @@ class Annotator:
         doc, mentions = matched or self.matcher(caption)
         labels, others, differential, negated = self._conditions(doc, mentions)
         source = "caption" if labels else "none"
-        if differential and not labels:
+        hedged = [x for x in differential if x not in self.descriptive]
+        if hedged and not labels:
             # Nothing affirmed: the first hedged condition is the label, as in Derm1M
-            # ("psoriasis or eczema", "might be", "potentially", "were considered").
-            labels, source = differential[:1], "hedged"
+            # ("psoriasis or eczema", "might be", "potentially", "were considered"). A hedged
+            # finding ("shiny or waxy with telangiectasia") is no diagnosis.
+            labels, source = hedged[:1], "hedged"
         named = labels or differential or negated
         structured = self.map_label(source_label) if source_label else []
         if structured:
