@@ -639,3 +639,9 @@ def test_distribution_word_of_a_condition_name_is_not_a_finding(annotator: Annot
     concepts = annotator(caption).concepts
     assert absent not in concepts
     assert present is None or present in concepts
+
+
+def test_negation_scopes_over_a_list_of_concepts(annotator: Annotator) -> None:
+    """A cue covers each member of a list it introduces, beyond its 6-token window."""
+    ann = annotator("A red plaque without scale, crust, erosion, ulceration, fissures.")
+    assert ann.concepts == ["red", "plaque"]
