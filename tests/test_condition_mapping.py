@@ -234,6 +234,7 @@ def test_story_final_diagnosis_cue_and_context_mentions(ours: Annotator, caption
     ("Onychomycotic nails of both big toes.", "onychomycosis"),
     ("Scabietic burrows between the fingers.", "scabies"),
     ("A syphilitic rash on the palms.", "syphilis"),
+    ("Ulceration of the lower lip.", "ulcer"),
     ("Purple plaques consistent with Kaposi-sarcoma.", "kaposi sarcoma"),
     ("A squamous carcinoma of the lower lip.", "squamous cell carcinoma"),
 ])

@@ -86,9 +86,9 @@ ADJECTIVE_ENDINGS = (("itis", ("itic",)), ("sis", ("tic",)), ("ies", ("ietic",))
 def adjective_forms(word: str) -> list[str]:
     """Adjective and -ation forms of a one-word condition name, for matching in captions:
     "onychomycosis" -> "onychomycotic", "syphilis" -> "syphilitic", "scabies" -> "scabietic",
-    "ulcer" -> "ulcerated"/"ulceration", "eczema" -> "eczematous". Names under six letters are
+    "ulcer" -> "ulcerated"/"ulceration", "eczema" -> "eczematous". Names under five letters are
     left alone (too many ordinary words end like them)."""
-    if len(word) < 6 or not word.isalpha():
+    if len(word) < 5 or not word.isalpha():
         return []
     for ending, replacements in ADJECTIVE_ENDINGS:
         if word.endswith(ending):
