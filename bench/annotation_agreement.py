@@ -18,6 +18,12 @@ Sections (each prints a table; figures go in issue notes, not in unit tests):
                accuracy against the dev rows (Derm1M's release columns, compared as released).
   skincap      sanity table on 100 dermatologist-written SkinCAP captions (no gold labels):
                share with a concept, concepts per caption, the commonest concepts.
+  scope        negation / hedging / history scope: our hand-written cue window against
+               medspaCy's ConText (default rules) on the same mentions: disease_label and
+               concept/site/symptom agreement on the dev rows, and captions/s of the matcher.
+               Needs medspacy importable (e.g. PYTHONPATH=<dir> after
+               `pip install --target <dir> --no-deps medspacy ...`: its pins would downgrade
+               spaCy in the project venv); skipped with a note otherwise.
   stage        the real `annotate` stage (ontology + concepts + metadata) on a pairs table of
                --captions synthetic rows, with 1 worker and with --workers, each in a fresh
                process: wall time, captions/s and peak memory of the whole process tree as PSS
@@ -49,7 +55,7 @@ SHARED = REPO.parent / "shared"
 DEV_ROWS = SHARED / "reference/derm1m/dev_rows.csv"
 DERM1M_ONTOLOGY = SHARED / "reference/derm1m/ontology.json"
 DERMNET = SHARED / "corpus/dermnet"
-SECTIONS = ("conditions", "dermnet", "throughput", "metadata", "skincap", "stage")
+SECTIONS = ("conditions", "dermnet", "throughput", "metadata", "skincap", "scope", "stage")
 SKINCAP = SHARED / "reference/skincap/skin_cap_meta_100.csv"
 
 
@@ -152,6 +158,68 @@ def section_skincap() -> None:
     ])
 
 
+class ConTextMatcher:
+    """Our phrase matches, with each mention's status re-decided by medspaCy's ConText.
+
+    ConText sees the same tokens and the same target spans (as a span group, so nested
+    concept matches stay); its NEGATED_EXISTENCE becomes ``negated``, POSSIBLE_EXISTENCE
+    ``differential``, HISTORICAL/HYPOTHETICAL ``context``, anything else ``affirmed``.
+    """
+
+    def __init__(self, inner: object) -> None:
+        import spacy
+        from medspacy.context import ConText
+
+        self.inner = inner
+        self.nlp = spacy.blank("en")
+        self.sentencizer = self.nlp.add_pipe("sentencizer")
+        self.context = ConText(self.nlp, input_span_type="group", span_group_name="targets")
+
+    def __call__(self, text: str) -> tuple:
+        from spacy.tokens import Span
+
+        from pipeline.text.matching import Mention
+
+        doc, mentions = self.inner(text)
+        doc = self.sentencizer(doc)
+        doc.spans["targets"] = [Span(doc, m.start, m.end, label=m.kind) for m in mentions]
+        doc = self.context(doc)
+        out = []
+        for m, span in zip(mentions, doc.spans["targets"], strict=True):
+            status = ("negated" if span._.is_negated else "differential" if span._.is_uncertain
+                      else "context" if span._.is_historical or span._.is_hypothetical else "affirmed")
+            out.append(Mention(m.kind, m.label, m.start, m.end, status))
+        return doc, out
+
+
+def section_scope(n: int) -> None:
+    try:
+        import medspacy  # noqa: F401
+    except ImportError:
+        print("\nscope: medspacy is not importable; see the module docstring")
+        return
+    rows = dev_rows()
+    captions = synthetic_captions(n)
+    out = []
+    for name in ("hand-written cue window", "medspaCy ConText"):
+        dx, full = derm1m_annotator(), full_annotator()
+        if name != "hand-written cue window":
+            dx.matcher, full.matcher = ConTextMatcher(dx.matcher), ConTextMatcher(full.matcher)
+        rep = score(dx, [(r["caption"], r["disease_label"]) for r in rows])
+        meta = score_metadata(full, rows)
+        t0 = time.perf_counter()
+        for c in captions:
+            full(c)
+        speed = n / (time.perf_counter() - t0)
+        f1 = {col: meta.sets[col].micro()[2] for col in meta.sets}
+        out.append((name, f"disease exact {rep.share(rep.agree, rep.rows):.3f}, named "
+                          f"{rep.share(rep.named_agree, rep.named_rows):.3f}, level-1 "
+                          f"{rep.share(rep.level_agree[1], rep.level_total[1]):.3f}; concept F1 {f1['skin_concept']:.3f}, "
+                          f"site F1 {f1['body_location']:.3f}, symptom F1 {f1['symptoms']:.3f}; "
+                          f"full annotator {speed:,.0f} captions/s (1 process)"))
+    table(f"negation / hedging scope on the dev rows ({n:,} synthetic captions for speed)", out)
+
+
 def _write_pairs(path: Path, n: int) -> None:
     from pipeline.tables import TableWriter
 
@@ -252,6 +320,8 @@ def main() -> None:
         section_metadata()
     if "skincap" in args.only:
         section_skincap()
+    if "scope" in args.only:
+        section_scope(min(args.captions, 20_000))
     if "stage" in args.only:
         section_stage(args.captions, args.workers, single=not args.no_single)
 

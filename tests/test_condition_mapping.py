@@ -191,3 +191,119 @@ def test_score_counts_rows_levels_and_no_diagnosis(derm1m: Annotator) -> None:
     assert (rep.rows, rep.agree, rep.named_rows, rep.named_agree, rep.finer) == (5, 2, 2, 1, 1)
     assert (rep.ndd_tp, rep.ndd_fp, rep.ndd_fn) == (1, 1, 1)
     assert rep.level_total[1] == 3 and rep.level_agree[1] == 2
+
+
+# -- issue 18: hedging, story cues, vocabulary, cue scope --------------------------------------
+
+@pytest.mark.parametrize(("caption", "label"), [
+    ("This could be psoriasis or eczema.", "psoriasis"),
+    ("The rash might be lichen planus.", "lichen planus"),
+    ("Potentially a melanoma on the back.", "melanoma"),
+    ("Tinea and candidiasis were considered.", "tinea"),
+    ("A lesion that is likely a dermatofibroma.", "dermatofibroma"),
+])
+def test_hedged_diagnosis_labels_first_hedged_condition(ours: Annotator, caption: str, label: str) -> None:
+    """Nothing affirmed: the first hedged condition is the label (label_source hedged)."""
+    ann = ours(caption)
+    assert (ann.disease_labels, ann.label_source) == ([label], "hedged")
+    assert label in ann.differential_labels
+
+
+def test_affirmed_condition_beats_hedged_one(ours: Annotator) -> None:
+    ann = ours("A basal cell carcinoma on the nose; melanoma was considered.")
+    assert (ann.disease_labels, ann.label_source, ann.differential_labels) == (["basal cell carcinoma"], "caption",
+                                                                                 ["melanoma"])
+
+
+@pytest.mark.parametrize(("caption", "label", "context"), [
+    ("Misdiagnosed as eczema for years, she was finally diagnosed with mycosis fungoides.", "mycosis fungoides", "eczema"),
+    ("A man with a history of psoriasis; the diagnosis is lichen planus.", "lichen planus", "psoriasis"),
+    ("Plaques resembling psoriasis on the elbows of a child with pityriasis rubra pilaris.", "pityriasis rubra pilaris",
+     "psoriasis"),
+    ("Psoriasis-like plaques in a patient with tinea corporis.", "tinea corporis", "psoriasis"),
+])
+def test_story_final_diagnosis_cue_and_context_mentions(ours: Annotator, caption: str, label: str, context: str) -> None:
+    """The condition after the final diagnosis cue is the label; conditions named as history,
+    misdiagnosis or comparison are context (other_labels)."""
+    ann = ours(caption)
+    assert ann.disease_labels == [label]
+    assert context in ann.other_labels
+
+
+@pytest.mark.parametrize(("caption", "label"), [
+    ("Onychomycotic nails of both big toes.", "onychomycosis"),
+    ("Scabietic burrows between the fingers.", "scabies"),
+    ("A syphilitic rash on the palms.", "syphilis"),
+    ("Ulceration of the lower lip.", "ulcer"),
+    ("Purple plaques consistent with Kaposi-sarcoma.", "kaposi sarcoma"),
+    ("A squamous carcinoma of the lower lip.", "squamous cell carcinoma"),
+])
+def test_adjective_forms_and_synonyms_of_condition_names(ours: Annotator, caption: str, label: str) -> None:
+    """Adjective (-otic, -itic, -ietic), hyphen-joined and synonym forms name the condition."""
+    assert ours(caption).disease_labels == [label]
+
+
+@pytest.mark.parametrize("caption", [
+    "A red rash caused by an allergic reaction to nickel in a belt buckle.",
+    "Itchy patches, likely caused by an allergic reaction to a specific substance.",
+    "A clinical photograph of allergy to hair dye.",
+])
+def test_allergic_reaction_to_a_substance_is_contact_dermatitis(ours: Annotator, caption: str) -> None:
+    assert ours(caption).disease_labels == ["contact dermatitis"]
+
+
+@pytest.mark.parametrize("caption", [
+    "This may indicate an inflammatory skin disease.",
+    "Treated with anti-inflammatory creams.",
+    "A benign growth on the arm.",
+])
+def test_bare_grouping_adjective_is_never_a_label(ours: Annotator, caption: str) -> None:
+    assert ours(caption).disease_labels == []
+
+
+@pytest.mark.parametrize(("caption", "status", "label"), [
+    ("Biopsy was done, ruling out melanoma.", "negated", "melanoma"),
+    ("Not excluding melanoma, a biopsy was taken.", "differential", "melanoma"),
+    ("Possible diagnoses include lichen planus and neurodermatitis.", "differential", "lichen simplex chronicus"),
+    ("No psoriasis, eczema or tinea was found.", "negated", "tinea"),
+])
+def test_negation_and_hedging_cue_scope(ours: Annotator, caption: str, status: str, label: str) -> None:
+    """'ruling out' negates, 'not excluding' hedges, and a cue covers every member of a list."""
+    ann = ours(caption)
+    found = ann.negated_labels if status == "negated" else ann.differential_labels
+    assert label in found and label not in ann.other_labels
+
+
+@pytest.mark.parametrize(("caption", "absent"), [
+    ("Psoriasis plaques on the elbows; it can also be present on the scalp.", "scalp"),
+    ("An eruption on the trunk that spares the face.", "face"),
+])
+def test_generic_statement_and_spared_site_are_not_findings(ours: Annotator, caption: str, absent: str) -> None:
+    ann = ours(caption)
+    assert absent not in ann.sites and ann.sites
+
+
+def test_generic_statement_concepts_are_not_findings(ours: Annotator) -> None:
+    ann = ours("A red plaque of psoriasis. Psoriasis can present as pustules.")
+    assert "plaque" in ann.concepts and "pustule" not in ann.concepts
+
+
+def test_erysipelas_maps_to_cellulitis_in_derm1m(derm1m: Annotator) -> None:
+    """A node the target lacks falls back to its kind_of (erysipelas is a superficial cellulitis)."""
+    assert [derm1m.ontology.name(x) for x in derm1m.diagnose("Erysipelas of the lower leg.").labels] == ["cellulitis"]
+
+
+@pytest.mark.parametrize(("folder", "node"), [
+    ("Milker_s nodule", "milker's nodule"),
+    ("Becker_s naevus", "becker nevus"),
+    ("Darier_s disease", "darier disease"),
+])
+def test_folder_name_possessive_written_with_underscore(ours: Annotator, folder: str, node: str) -> None:
+    """Folder names write "'s" as "_s"; the structured label maps like the possessive."""
+    assert ours.map_label(folder) == [node]
+
+
+def test_hedged_finding_is_not_a_hedged_diagnosis(ours: Annotator) -> None:
+    """Only a hedged disease becomes the label; a finding joined by "or" stays a differential."""
+    ann = ours("A pink or brown papule, shiny or waxy with telangiectasia.")
+    assert ann.disease_labels == [] and ann.label_source != "hedged"

@@ -253,7 +253,7 @@ def test_condition_variants() -> None:
     sjs = condition_variants("stevens-johnson syndrome")
     assert {"stevens johnson syndrome", "stevensjohnson syndrome", "stevens-johnson syndromes"} <= set(sjs)
     assert "kaposi's sarcoma" in condition_variants("kaposi sarcoma")
-    assert condition_variants("psoriasis") == ["psoriases", "psoriasis"]
+    assert condition_variants("psoriasis") == ["psoriases", "psoriasis", "psoriatic"]   # adjective form too
 
 
 def test_grouping_adjectives(onto: Ontology) -> None:
@@ -306,19 +306,23 @@ def test_negated_condition(annotator: Annotator) -> None:
 
 
 def test_differential_conditions(annotator: Annotator) -> None:
-    """Differentials go to differential_labels, not to the diagnosis."""
+    """Differentials go to differential_labels; with nothing affirmed, the first of them is
+    also the label (label_source hedged), as Derm1M labels such captions."""
     ann = annotator("differential diagnosis includes psoriasis versus lichen planus")
-    assert ann.disease_labels == []
+    assert (ann.disease_labels, ann.label_source) == (["psoriasis"], "hedged")
     assert ann.differential_labels == ["psoriasis", "lichen planus"]
     assert ann.negated_labels == []
     ann = annotator("Suspected melanoma on the back.")
-    assert (ann.disease_labels, ann.differential_labels) == ([], ["melanoma"])
+    assert (ann.disease_labels, ann.differential_labels) == (["melanoma"], ["melanoma"])
+    ann = annotator("Psoriasis on the elbows; lichen planus is suspected.")
+    assert (ann.disease_labels, ann.differential_labels, ann.label_source) == (["psoriasis"], ["lichen planus"], "caption")
 
 
 def test_differential_after_colon(annotator: Annotator) -> None:
-    """'Differential diagnosis: psoriasis.' lists a differential; it must not become the diagnosis."""
+    """'Differential diagnosis: psoriasis.' lists a differential (the colon keeps the cue): it is
+    a hedged label, not an affirmed one."""
     ann = annotator("Differential diagnosis: psoriasis.")
-    assert ann.disease_labels == []
+    assert (ann.disease_labels, ann.label_source) == (["psoriasis"], "hedged")
     assert ann.differential_labels == ["psoriasis"]
 
 
@@ -338,8 +342,8 @@ def test_context_only_when_caption_names_nothing(annotator: Annotator) -> None:
     assert (ann.disease_labels, ann.label_source) == (["eczema"], "caption")
     ann = annotator("Psoriasis was ruled out.", context="Lichen planus")
     assert (ann.disease_labels, ann.negated_labels, ann.label_source) == ([], ["psoriasis"], "none")
-    ann = annotator("Could be melanoma.", context="Lichen planus")
-    assert (ann.disease_labels, ann.differential_labels, ann.label_source) == ([], ["melanoma"], "none")
+    ann = annotator("Could be melanoma.", context="Lichen planus")   # a hedged condition outranks the title
+    assert (ann.disease_labels, ann.differential_labels, ann.label_source) == (["melanoma"], ["melanoma"], "hedged")
 
 
 def test_negated_concept_not_reported(annotator: Annotator) -> None:
@@ -366,6 +370,28 @@ def test_body_sites(annotator: Annotator) -> None:
     """Sub-regions report Derm1M's site names (cheek -> face, shin -> leg)."""
     assert annotator("Lesions on the cheek and shin.").sites == ["face", "leg"]
     assert annotator("A BCC on the nose").sites == ["nose"]
+
+
+@pytest.mark.parametrize(("caption", "typed", "released"), [
+    # Sub-sites of the hand and foot roll up to them in the release column.
+    ("Hyperkeratotic plaques on both palms.", ["palm"], "hand"),
+    ("Scaling between the toes and on the soles.", ["toe", "sole"], "foot"),
+    ("A wart on the finger.", ["finger"], "finger"),
+    # Region and grouping names are never release values.
+    ("A rash over the trunk and the upper limbs.", ["trunk", "upper limb"], NO_LOCATION),
+    ("Erosions of the mucosa and the genitals.", ["mucosa", "genitals"], NO_LOCATION),
+    ("Lesions on acral skin and in the skin folds.", ["acral", "skin folds"], NO_LOCATION),
+    # A released site under a grouping keeps its own name; duplicates collapse.
+    ("Ulcers of the oral mucosa and the palms, and on the hands.", ["oral", "palm", "hand"], "oral, hand"),
+])
+def test_release_body_location_uses_derm1m_site_vocabulary(annotator: Annotator, caption: str, typed: list[str],
+                                                           released: str) -> None:
+    """The typed column keeps every site as matched; the release column follows Derm1M's
+    vocabulary (no region or grouping names; palm -> hand, sole/toe -> foot)."""
+    ann = annotator(caption)
+    assert ann.sites == typed
+    assert ann.table_row()["body_locations"] == typed
+    assert ann.release_row()["body_location"] == released
 
 
 def test_full_release_and_table_row(annotator: Annotator) -> None:
@@ -580,3 +606,42 @@ def test_symptom_word_inside_a_concept_phrase_is_morphology(annotator: Annotator
 ])
 def test_a_finding_after_a_diagnosis_cue_is_the_diagnosis(annotator: Annotator, caption: str, labels: list[str]) -> None:
     assert [annotator.ontology.name(x) for x in annotator(caption).disease_labels] == labels
+
+
+@pytest.mark.parametrize(("caption", "concepts"), [
+    ("This is a close up clinical image. The skin texture of this patient is elevated irregular.", ["verrucous", "papule"]),
+    ("The skin texture of this patient is desquamative. Red patches.", ["red", "patch", "rough", "desquamation", "scaly"]),
+    ("The skin texture of this patient is flat.", []),
+])
+def test_public_dataset_template_sentence_maps_to_fixed_concepts(annotator: Annotator, caption: str,
+                                                                 concepts: list[str]) -> None:
+    """A fixed template sentence (SCIN's texture field) stands for a fixed concept set; words
+    inside it do not match on their own, words outside it still do."""
+    assert annotator(caption).concepts == concepts
+
+
+def test_concept_template_with_unknown_concept_is_an_error(tmp_path: Path) -> None:
+    from pipeline.text.vocab import load_concept_templates
+
+    path = tmp_path / "concepts.yaml"
+    path.write_text("concepts: [{name: papule}]\ntemplates: [{phrase: 'x is y', concepts: [papule, nodule]}]\n")
+    with pytest.raises(PipelineError, match="unknown concepts"):
+        load_concept_templates(path)
+
+
+@pytest.mark.parametrize(("caption", "absent", "present"), [
+    ("Generalized vitiligo on the trunk.", "generalized", None),
+    ("Localized scleroderma with a white patch.", "localized", "patch"),
+    ("Generalized erythematous plaques.", None, "generalized"),
+])
+def test_distribution_word_of_a_condition_name_is_not_a_finding(annotator: Annotator, caption: str,
+                                                                absent: str | None, present: str | None) -> None:
+    concepts = annotator(caption).concepts
+    assert absent not in concepts
+    assert present is None or present in concepts
+
+
+def test_negation_scopes_over_a_list_of_concepts(annotator: Annotator) -> None:
+    """A cue covers each member of a list it introduces, beyond its 6-token window."""
+    ann = annotator("A red plaque without scale, crust, erosion, ulceration, fissures.")
+    assert ann.concepts == ["red", "plaque"]

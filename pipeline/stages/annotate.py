@@ -106,7 +106,7 @@ def run(params: dict) -> StageResult:
         n_pairs = pq.ParquetFile(pairs_path).metadata.num_rows
         batch_size = max(1, cfg["batch_size"])
         fn = functools.partial(_annotate_ids_batch, paths=paths)
-        with_dx = from_source = 0
+        with_dx = from_source = from_context = hedged = 0
         # Row groups of 64k rows: the writer never holds more than that many annotated rows.
         with TableWriter("annotations", Path(cfg["out"]) / "annotations.parquet", row_group_size=65_536) as writer:
             for rows in imap_ordered(fn, _pair_batches(pairs_path, batch_size), workers, "annotate", "batch",
@@ -114,9 +114,12 @@ def run(params: dict) -> StageResult:
                 writer.write(rows)
                 with_dx += sum(r["label_source"] != "none" for r in rows)
                 from_source += sum(r["label_source"] == "source_label" for r in rows)
+                from_context += sum(r["label_source"] == "context" for r in rows)
+                hedged += sum(r["label_source"] == "hedged" for r in rows)
         result.rows_in = n_pairs
         result.rows_out = writer.rows
-        result.extra = {"with diagnosis": with_dx, "from source labels": from_source}
+        result.extra = {"with diagnosis": with_dx, "from source labels": from_source,
+                        "from context (title)": from_context, "hedged": hedged}
     return result
 
 

@@ -24,7 +24,13 @@ from pipeline.text.demographics import (
 )
 from pipeline.text.matching import Mention, VocabularyMatcher
 from pipeline.text.ontology import Ontology, fold_term, is_grouping_word, project_ontology
-from pipeline.text.vocab import Entry, load_body_sites, load_concepts, load_symptoms
+from pipeline.text.vocab import (
+    Entry,
+    load_body_sites,
+    load_concept_templates,
+    load_concepts,
+    load_symptoms,
+)
 
 NO_DIAGNOSIS = "no definitive diagnosis"
 DERMOSCOPY = re.compile(r"dermo?s?cop|dermatoscop|epiluminescence", re.IGNORECASE)
@@ -64,7 +70,30 @@ def condition_variants(term: str) -> list[str]:
             out.add(t.replace("-", ""))
         if len(words) > 1 and not words[0].endswith("'s"):
             out.add(words[0] + "'s " + " ".join(t.split(" ")[1:]))
+        if len(words) == 2 and "-" not in t:
+            out.add(t.replace(" ", "-", 1))          # "Kaposi-sarcoma"
+    if len(words) == 1:
+        out.update(adjective_forms(term))
     return sorted(out)
+
+
+# How a one-word condition name turns into its adjective or -ation form ("onychomycotic",
+# "syphilitic", "scabietic", "ulcerated", "eczematous"): (ending, replacements), first match wins.
+ADJECTIVE_ENDINGS = (("itis", ("itic",)), ("sis", ("tic",)), ("ies", ("ietic",)), ("is", ("itic",)),
+                     ("cer", ("cerated", "ceration", "cerations", "cerative")), ("ma", ("matous",)))
+
+
+def adjective_forms(word: str) -> list[str]:
+    """Adjective and -ation forms of a one-word condition name, for matching in captions:
+    "onychomycosis" -> "onychomycotic", "syphilis" -> "syphilitic", "scabies" -> "scabietic",
+    "ulcer" -> "ulcerated"/"ulceration", "eczema" -> "eczematous". Names under five letters are
+    left alone (too many ordinary words end like them)."""
+    if len(word) < 5 or not word.isalpha():
+        return []
+    for ending, replacements in ADJECTIVE_ENDINGS:
+        if word.endswith(ending):
+            return [word[: -len(ending)] + r for r in replacements]
+    return []
 
 
 def is_grouping_adjective(ontology: Ontology, node_id: str) -> bool:
@@ -92,13 +121,21 @@ DIAGNOSIS_CUES = ("consistent with", "typical of", "characteristic of", "suggest
                   "due to", "caused by", "in keeping with", "indicative of")
 
 
+# Cues that introduce the conclusion of a story ("misdiagnosed as X ... finally diagnosed with
+# Y", "history of X ... the diagnosis is Y"): the condition after the last of them is the
+# label, the conditions named before it are context.
+FINAL_DIAGNOSIS_CUES = ("diagnosed with", "diagnosed as", "diagnosis is", "diagnosis was", "diagnosis of",
+                        "diagnosis:", "confirmed as", "confirmed to be", "final diagnosis", "consistent with",
+                        "compatible with", "in keeping with", "diagnostic of")
+
+
 @dataclass
 class Diagnosis:
     labels: list[str]          # the diagnosis (disease_label)
     others: list[str]          # other affirmed conditions named
     differential: list[str]
     negated: list[str]
-    source: str                # caption | sign | context | source_label | none
+    source: str                # caption | hedged | sign | context | source_label | none
 
 
 @dataclass
@@ -118,14 +155,17 @@ class Annotation:
     skin_type: int | None
     age_group: str | None = None
     duration_days: int | None = None
+    released_sites: list[str] | None = None   # the sites in Derm1M's vocabulary (None: same as sites)
+    released_concepts: list[str] | None = None   # the concepts the release column reports (None: concepts)
 
     def release_row(self) -> dict[str, str]:
         """The seven columns in Derm1M's release conventions."""
         return {
             "disease_label": ", ".join(self.disease_labels) or NO_DIAGNOSIS,
             "hierarchical_disease_label": ", ".join(self.hierarchical),
-            "skin_concept": ", ".join(self.concepts) or NO_CONCEPTS,
-            "body_location": ", ".join(self.sites) or NO_LOCATION,
+            "skin_concept": ", ".join(self.concepts if self.released_concepts is None else self.released_concepts)
+            or NO_CONCEPTS,
+            "body_location": ", ".join(self.sites if self.released_sites is None else self.released_sites) or NO_LOCATION,
             "symptoms": ", ".join(self.released_symptoms) or NO_SYMPTOMS,
             "age": str(self.age) if self.age is not None else NO_AGE,
             "gender": self.sex or NO_GENDER,
@@ -188,12 +228,16 @@ def _sign_phrases(ontology: Ontology, reference: Ontology | None, walk: Crosswal
     return out
 
 
-def _after_diagnosis_cue(doc: Doc, mention: Mention) -> bool:
-    """Whether ``mention`` follows one of :data:`DIAGNOSIS_CUES` (an article may sit between)."""
+def _after_diagnosis_cue(doc: Doc, mention: Mention, cues: tuple[str, ...] = DIAGNOSIS_CUES) -> bool:
+    """Whether ``mention`` follows one of ``cues`` (an article may sit between); whole words
+    only, so "misdiagnosed as" is not "diagnosed as"."""
     words = doc[max(0, mention.start - 5):mention.start].text.lower().split()
     if words and words[-1] in ("a", "an", "the"):
         words = words[:-1]
-    return " ".join(words).endswith(DIAGNOSIS_CUES)
+    return (" " + " ".join(words)).endswith(_SPACED.get(cues) or _SPACED.setdefault(cues, tuple(" " + c for c in cues)))
+
+
+_SPACED: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _is_descriptive(ontology: Ontology, node_id: str) -> bool:
@@ -222,8 +266,10 @@ class Annotator:
     """
 
     def __init__(self, ontology: Ontology, concepts: list[Entry], sites: list[Entry], symptoms: list[Entry],
-                 reference: Ontology | None = None, conditions_only: bool = False) -> None:
+                 reference: Ontology | None = None, conditions_only: bool = False,
+                 templates: list[tuple[str, tuple[str, ...]]] | None = None) -> None:
         self.ontology = ontology
+        self.templates = templates or []
         self._label_cache: dict[str, list[str]] = {}
         self.matcher = VocabularyMatcher(overlap_groups={"sign": "condition"}, nested={"concept"})
         terms = list(ontology.terms())
@@ -233,6 +279,9 @@ class Annotator:
             for target_id, (syns, abbrs) in lent_terms(reference, ontology, walk).items():
                 terms += [(target_id, t, False) for t in syns] + [(target_id, t, True) for t in abbrs]
         owner = _phrase_owners(ontology, terms)
+        # Grouping nodes named by a bare adjective ("inflammatory", "benign") are never a label,
+        # whatever phrase matched them ("an inflammatory skin disease", "anti-inflammatory").
+        self.grouping = {n for n in ontology.nodes if is_grouping_adjective(ontology, n)}
         by_node: dict[str, list[str]] = {}
         abbrevs: dict[str, list[str]] = {}
         for node_id, term, is_abbr in terms:
@@ -252,7 +301,9 @@ class Annotator:
         # Image artefacts (hair, nail, ruler, gel) are objects in dermoscopic photographs; in
         # other captions the same words are anatomy ("nail involvement", "hair loss").
         self.artefacts = {e.name for e in concepts if e.group == "artefact"}
+        self.distribution = {e.name for e in concepts if e.group == "arrangement/distribution"}
         self.unreleased_symptoms = {e.name for e in symptoms if not e.release}
+        self.site_release = {e.name: e.release_as for e in sites}
         self.negated_name = {("symptom", e.name): e.negated_name for e in symptoms if e.negated_name}
         self.negated_name.update({("concept", e.name): e.negated_name for e in concepts if e.negated_name})
         # Findings: the descriptive group, and nodes named by a clinical concept
@@ -264,7 +315,21 @@ class Annotator:
     @classmethod
     def from_paths(cls, ontology: str | Path, concepts: str | Path, sites: str | Path, symptoms: str | Path) -> Annotator:
         return cls(Ontology.load(ontology), load_concepts(concepts), load_body_sites(sites), load_symptoms(symptoms),
-                   reference=project_ontology())
+                   reference=project_ontology(), templates=load_concept_templates(concepts))
+
+    def _templates(self, caption: str) -> tuple[list[str], list[tuple[int, int]]]:
+        """Concepts of the template sentences in ``caption`` and their character spans."""
+        if not self.templates:
+            return [], []
+        low = caption.lower()
+        concepts: list[str] = []
+        spans: list[tuple[int, int]] = []
+        for phrase, fixed in self.templates:
+            at = low.find(phrase)
+            if at >= 0:
+                concepts.extend(fixed)
+                spans.append((at, at + len(phrase)))
+        return concepts, spans
 
     def _most_specific(self, ids: list[str]) -> list[str]:
         ids = list(dict.fromkeys(ids))
@@ -283,9 +348,12 @@ class Annotator:
         diagnosis only when no disease is named. Other affirmed conditions (complications,
         comparisons, examples in a prose list) are kept apart as ``others``.
         """
-        named = [m for m in mentions if m.kind == kind]
+        named = [m for m in mentions if m.kind == kind and m.label not in self.grouping]
         affirmed = [m for m in named if m.status == "affirmed"]
         diseases = [m for m in affirmed if m.label not in self.descriptive]
+        concluded = [i for i, m in enumerate(diseases) if _after_diagnosis_cue(doc, m, FINAL_DIAGNOSIS_CUES)]
+        if concluded:
+            diseases = diseases[concluded[-1]:]    # the story's conclusion; earlier names are context
         pool = diseases or [m for m in affirmed if _after_diagnosis_cue(doc, m)] or affirmed
         group: list[Mention] = pool[:1]
         for m in pool[1:]:
@@ -301,7 +369,8 @@ class Annotator:
             labels.extend(finer or [m.label])
         labels = self._most_specific(labels)
         covered = {a for x in labels for a in self.ontology.path(x)}
-        others = [x for x in self._most_specific(affirmed_ids) if x not in covered]
+        background = [m.label for m in named if m.status == "context"]
+        others = [x for x in self._most_specific([*affirmed_ids, *background]) if x not in covered]
         differential = [x for x in self._most_specific([m.label for m in named if m.status == "differential"])
                         if x not in affirmed_ids]
         negated = [x for x in dict.fromkeys(m.label for m in named if m.status == "negated")
@@ -336,18 +405,26 @@ class Annotator:
         doc, mentions = matched or self.matcher(caption)
         labels, others, differential, negated = self._conditions(doc, mentions)
         source = "caption" if labels else "none"
+        hedged = [x for x in differential if x not in self.descriptive]
+        if hedged and not labels:
+            # Nothing affirmed: the first hedged condition is the label, as in Derm1M
+            # ("psoriasis or eczema", "might be", "potentially", "were considered"). A hedged
+            # finding ("shiny or waxy with telangiectasia") is no diagnosis.
+            labels, source = hedged[:1], "hedged"
         named = labels or differential or negated
         structured = self.map_label(source_label) if source_label else []
         if structured:
             labels, source = structured, "source_label"
             others = [x for x in others if x not in labels]
-        elif not named and context:
+        elif not named and not labels and context:
             labels = self._conditions(*self.matcher(context))[0]
             source = "context" if labels else "none"
         if source in ("caption", "none") and all(x in self.descriptive for x in labels):
             # Nothing named but findings ("an ulcer"): a sign of a disease outranks them
             # ("Treponema pallidum, causing a painless ulcer" is syphilis).
             sign = self._conditions(doc, mentions, kind="sign")
+            if not sign[0] and sign[2]:
+                sign = (sign[2][:1], *sign[1:])     # a hedged sign ("likely caused by an allergic reaction to")
             if sign[0] and not all(x in self.descriptive for x in sign[0]):
                 others = [x for x in [*labels, *others] if x not in sign[0]]
                 labels, source = sign[0], "sign"
@@ -367,7 +444,18 @@ class Annotator:
         # A symptom word inside a longer concept phrase describes the morphology:
         # "pus-filled bumps" are pustules, not an exudate.
         concept_spans = [(m.start, m.end) for m in mentions if m.kind == "concept"]
+        # A distribution word inside or right before a condition's name names the subtype, not
+        # this image's finding ("generalized vitiligo", "linear lichen planus", "localized
+        # scleroderma"); morphology words stay ("bullous pemphigoid" shows bullae).
+        condition_spans = [(m.start, m.end) for m in mentions if m.kind == "condition"]
+        condition_spans += [(m.start - 1, m.end) for m in mentions if m.kind == "condition" and m.start > 0]
+        fixed, template_chars = self._templates(caption)
         for m in mentions:
+            if m.kind == "concept" and any(a <= doc[m.start].idx < b for a, b in template_chars):
+                continue   # inside a template sentence: its fixed concept set stands instead
+            if m.kind == "concept" and m.label in self.distribution and any(
+                    s <= m.start and m.end <= e and e - s > m.end - m.start for s, e in condition_spans):
+                continue
             if m.kind in ("condition", "sign"):
                 continue
             if m.kind == "concept" and m.label in self.artefacts and not dermoscopic:
@@ -375,18 +463,22 @@ class Annotator:
             if m.kind == "symptom" and any(s <= m.start and m.end <= e and e - s > m.end - m.start
                                            for s, e in concept_spans):
                 continue
+            if m.status == "context":
+                continue   # "can also be present on the face": a statement about the disease
             label = m.label
             if m.status == "negated":
                 label = self.negated_name.get((m.kind, m.label))
                 if label is None:
                     continue
             found[m.kind].append(label)
+        found["concept"].extend(fixed)
         return Annotation(
             disease_labels=[name(x) for x in labels], differential_labels=[name(x) for x in differential],
             negated_labels=[name(x) for x in negated], other_labels=[name(x) for x in dx.others],
             label_source=source, hierarchical=hierarchical,
             concepts=list(dict.fromkeys(found["concept"])), sites=list(dict.fromkeys(found["site"])),
             symptoms=list(dict.fromkeys(found["symptom"])),
+            released_sites=[x for x in dict.fromkeys(self.site_release.get(s, s) for s in found["site"]) if x],
             released_symptoms=[x for x in dict.fromkeys(found["symptom"]) if x not in self.unreleased_symptoms],
             age=age, sex=extract_sex(caption), skin_type=extract_skin_type(caption),
             age_group=age_group(caption, age), duration_days=extract_duration_days(caption),

@@ -4,6 +4,8 @@ Why rule-based: the vocabularies are ours (ontology, concepts, sites, symptoms) 
 offline at millions of captions. One tokenisation per caption feeds every PhraseMatcher.
 A mention's *status* comes from cue words in its sentence (NegEx-style): ``negated`` ("no",
 "without", "ruled out"), ``differential`` ("differential", "vs", "suspected", "could be"),
+``context`` (a condition named as background or comparison, not as this image's finding:
+"history of", "misdiagnosed as", "resembling", "X-like", "can also be present on"),
 else ``affirmed``.
 """
 
@@ -20,19 +22,32 @@ from spacy.util import filter_spans
 PRE_NEGATION = {("no",), ("not",), ("without",), ("denies",), ("denied",), ("negative", "for"), ("absence", "of"),
                 ("absent",), ("free", "of"), ("never",), ("nor",), ("neither",), ("no", "evidence", "of"),
                 ("no", "signs", "of"), ("no", "sign", "of"),
-                ("excluding",), ("exclude",), ("excluded",), ("ruled", "out")}
+                ("excluding",), ("exclude",), ("excluded",), ("ruled", "out"), ("ruling", "out"), ("rules", "out"),
+                ("spare",), ("spares",), ("spared",), ("sparing",)}
 POST_NEGATION = {("ruled", "out"), ("was", "excluded"), ("were", "excluded"), ("excluded",), ("is", "unlikely"),
                  ("was", "unlikely"), ("was", "negative"), ("is", "absent"), ("are", "absent"), ("is", "not"),
                  ("was", "not"), ("are", "not")}
 PRE_DIFFERENTIAL = {("differential",), ("differentials",), ("ddx",), ("versus",), ("vs",), ("vs.",), ("rule", "out"),
                     ("r", "/", "o"), ("suspected",), ("suspicious", "for"), ("suspicion", "of"), ("possible",),
                     ("possibly",), ("probable",), ("could", "be"), ("might", "be"), ("may", "be"), ("or",),
-                    ("query",), ("?",)}
-POST_DIFFERENTIAL = {("versus",), ("vs",), ("vs.",), ("or",), ("?",), ("was", "considered"), ("is", "suspected")}
+                    ("query",), ("?",), ("potentially",), ("potential",), ("likely",), ("perhaps",), ("presumed",),
+                    ("presumably",), ("not", "excluding"), ("cannot", "exclude"), ("cannot", "be", "excluded"),
+                    ("considered",), ("consider",), ("considering",)}
+POST_DIFFERENTIAL = {("versus",), ("vs",), ("vs.",), ("or",), ("?",), ("was", "considered"), ("were", "considered"),
+                     ("is", "suspected"), ("was", "suspected"), ("is", "possible"), ("is", "likely"), ("not", "excluded")}
+HEDGED_EXCLUSION = {("not", "excluding"), ("cannot", "exclude")}
+# Background and comparison: the condition is named, but not as what this image shows.
+PRE_CONTEXT = {("history", "of"), ("misdiagnosed", "as"), ("misdiagnosed", "with"), ("mistaken", "for"),
+               ("previously", "diagnosed"), ("initially", "diagnosed"), ("resembling",), ("resembles",),
+               ("resemble",), ("mimicking",), ("mimics",), ("mimic",), ("simulating",), ("unlike",),
+               ("can", "also"), ("may", "also"), ("can", "present"), ("can", "appear")}
+POST_CONTEXT = {("-", "like"), ("like", "lesions"), ("like", "rash")}
 # Words that end a cue's scope inside a sentence.
 # (A colon is not a break: "Differential diagnosis: psoriasis" keeps its cue.)
 SCOPE_BREAK = {"but", "however", "although", "though", "except", "which", "that", ";", "."}
 WINDOW = 6
+# Tokens that join the members of a list; a cue before the first member covers them all.
+LIST_JOINERS = {",", "and", "or", "nor", "/", "as", "well"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +56,7 @@ class Mention:
     label: str       # canonical label
     start: int       # token offsets in the doc
     end: int
-    status: str      # affirmed | negated | differential
+    status: str      # affirmed | negated | differential | context
 
 
 @cache
@@ -53,17 +68,24 @@ def blank_nlp() -> spacy.language.Language:
 
 
 SENTENCE_END = {".", "!", "?"}
-_ALL_CUES = (PRE_NEGATION, POST_NEGATION, PRE_DIFFERENTIAL, POST_DIFFERENTIAL)
+_ALL_CUES = (PRE_NEGATION, POST_NEGATION, PRE_DIFFERENTIAL, POST_DIFFERENTIAL, PRE_CONTEXT, POST_CONTEXT)
 _CUE_LENGTHS = range(1, 1 + max(len(c) for cues in _ALL_CUES for c in cues))
 _CUE_STARTS = {c[0] for cues in _ALL_CUES for c in cues}   # a cheap filter before the tuple lookups
 
 
-def _has_cue(words: list[str], cues: set[tuple[str, ...]]) -> bool:
-    return any(tuple(words[i:i + n]) in cues for i, w in enumerate(words) if w in _CUE_STARTS for n in _CUE_LENGTHS)
+_CUE_SET = set().union(*_ALL_CUES, HEDGED_EXCLUSION, {("not", "excluded")})
+
+
+def _cues(words: list[str]) -> set[tuple[str, ...]]:
+    """Every cue (of any kind) that occurs in ``words``: one pass, then set lookups per kind."""
+    return {t for i, w in enumerate(words) if w in _CUE_STARTS for n in _CUE_LENGTHS
+            if (t := tuple(words[i:i + n])) in _CUE_SET}
 
 
 def mention_status(doc: Doc, start: int, end: int) -> str:
-    """Negated / differential / affirmed from cue words shortly before and after the mention.
+    """Negated / differential / context / affirmed from cue words shortly before and after the
+    mention (tokens are read only inside the window: building a whole lowercased token list
+    per caption costs more than the matching).
 
     The window stops at a scope break ("but", "which", ";") or the end of the sentence; a "?"
     right before the mention is the query notation "?psoriasis" and counts as a cue.
@@ -85,11 +107,40 @@ def mention_status(doc: Doc, start: int, end: int) -> str:
         after.append(word)
     if before[-2:] == ["non", "-"] or before[-1:] == ["non"]:
         return "negated"   # "non-scaly", "non itchy": the prefix negates only the word it is glued to
-    if _has_cue(before, PRE_NEGATION) or _has_cue(after, POST_NEGATION):
-        return "negated"
-    if _has_cue(before, PRE_DIFFERENTIAL) or _has_cue(after, POST_DIFFERENTIAL):
+    if after[:2] == ["-", "like"]:
+        return "context"   # "psoriasis-like plaques": a comparison glued to the name
+    pre, post = _cues(before), _cues(after)
+    if not pre and not post:
+        return "affirmed"
+    hedged_exclusion = not pre.isdisjoint(HEDGED_EXCLUSION) or ("not", "excluded") in post
+    if (not pre.isdisjoint(PRE_NEGATION) or not post.isdisjoint(POST_NEGATION)) and not hedged_exclusion:
+        return "negated"   # ("not excluding melanoma" keeps melanoma open: a differential)
+    if not pre.isdisjoint(PRE_DIFFERENTIAL) or not post.isdisjoint(POST_DIFFERENTIAL):
         return "differential"
+    if not pre.isdisjoint(PRE_CONTEXT) or not post.isdisjoint(POST_CONTEXT):
+        return "context"
     return "affirmed"
+
+
+def _list_scope(doc: Doc, found: list[Mention]) -> list[Mention]:
+    """A cue scopes over a whole list of mentions joined by commas, "and", "or": forwards for a
+    cue before the list ("possible diagnoses include lichen planus and neurodermatitis", "no
+    scale, crust or erosion"), backwards for one after it ("tinea and candidiasis were
+    considered"). Only affirmed members take the status of their neighbour."""
+    out = list(found)
+    if all(m.status == "affirmed" for m in out):
+        return out
+
+    def joined(a: Mention, b: Mention) -> bool:
+        return a.end <= b.start and all(t.lower_ in LIST_JOINERS for t in doc[a.end:b.start])
+
+    for order in (range(1, len(out)), range(len(out) - 2, -1, -1)):
+        for i in order:
+            j = i - 1 if order.step == 1 else i + 1
+            near, m = out[j], out[i]
+            if m.status == "affirmed" and near.status != "affirmed" and joined(*sorted((near, m), key=lambda x: x.start)):
+                out[i] = Mention(m.kind, m.label, m.start, m.end, near.status)
+    return out
 
 
 class VocabularyMatcher:
@@ -129,8 +180,8 @@ class VocabularyMatcher:
                 outer = {(s.start, s.end): s.label_ for s in kept}
                 kept += [s for s in found if (s.start, s.end) not in outer and s.label_ not in
                          {lab for (a, b), lab in outer.items() if a <= s.start and s.end <= b}]
-            for span in sorted(kept, key=lambda s: s.start):
-                kind, label = self.labels[span.label_]
-                mentions.append(Mention(kind, label, span.start, span.end, mention_status(doc, span.start, span.end)))
+            found_mentions = [Mention(*self.labels[s.label_], s.start, s.end, mention_status(doc, s.start, s.end))
+                              for s in sorted(kept, key=lambda s: s.start)]
+            mentions.extend(_list_scope(doc, found_mentions))
         mentions.sort(key=lambda m: (m.start, m.kind))
         return doc, mentions

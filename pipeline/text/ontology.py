@@ -410,7 +410,7 @@ class Ontology:
         return result
 
 
-_ADJECTIVE_ENDINGS = ("al", "ous", "ic", "ign", "ant", "ary", "ive")
+_ADJECTIVE_ENDINGS = ("al", "ous", "ic", "ign", "ant", "ary", "ive", "ory")
 
 
 def is_grouping_word(ontology: Ontology, node_id: str, term: str) -> bool:
@@ -441,8 +441,10 @@ def singular_forms(term: str) -> list[str]:
 
 
 def fold_term(term: str) -> str:
-    """Case, hyphen, apostrophe and spacing folded for lookups: "Stevens-Johnson" = "stevens johnson"."""
+    """Case, hyphen, apostrophe and spacing folded for lookups: "Stevens-Johnson" = "stevens johnson",
+    "Milker_s nodule" = "milker's nodule" = "milker nodule"."""
     t = term.strip().lower().replace("\u2019", "'")
+    t = re.sub(r"(?<=[a-z])_s\b", "", t)    # folder names write the possessive "Milker_s nodule"
     t = re.sub(r"'s\b", "", t)
     t = re.sub(r"[-_/\s]+", " ", t)
     return t.strip()
