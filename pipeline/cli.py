@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("dirs", nargs="+", metavar="DIR", help="folders to scan recursively for images")
     fd.add_argument("--radius", type=int, default=12, help="candidates: max Hamming distance between whole-image "
                     "64-bit pHashes (default 12); every candidate is then verified")
-    fd.add_argument("--window-radius", type=int, default=8, help="candidates: max distance between a whole image "
-                    "and a centred window of the other, i.e. crops (default 8)")
+    fd.add_argument("--window-radius", type=int, default=6, help="candidates: max distance between a whole image "
+                    "and a centred window of the other, i.e. crops (default 6)")
     fd.add_argument("--dermoscopic", action="store_true", help="judge every pair by the dermoscopic policy "
                     "(no occlusion check: different lesions under one dermatoscope differ only in a few cells)")
     fd.add_argument("--output", required=True, metavar="OUT.csv", help="CSV to write")

@@ -114,7 +114,7 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict] | list[tuple]) -
 
 
 def find_duplicates(dirs: list[Path], radius: int, output: Path, against: Path | None = None,
-                    method: str = "fast", workers: int = 0, window_radius: int = 8,
+                    method: str = "fast", workers: int = 0, window_radius: int = 6,
                     dermoscopic: bool = False) -> dict:
     """Run the check and write ``output`` (and ``<output>.rejects.csv`` if files failed); a summary."""
     for name, r in (("--radius", radius), ("--window-radius", window_radius)):

@@ -35,7 +35,7 @@ class MatchConfig:
     """How candidates are found and verified (params.yaml ``dedup``)."""
 
     radius: int = 12                      # whole image vs whole image (pHash bits)
-    window_radius: int = 8                # whole image vs a window of the other
+    window_radius: int = 6                # whole image vs a window of the other
     mirror: bool = False                  # also match left-right mirror images
     clinical: Policy = field(default_factory=lambda: Policy(corr=0.84, occlusion=True))
     dermoscopic: Policy = field(default_factory=lambda: Policy(corr=0.84, occlusion=False))
