@@ -138,7 +138,7 @@ def safe_extract(archive: str | Path, dest: str | Path, limits: ArchiveLimits | 
         extract = _extract_tar
     else:
         raise PipelineError(f"{archive}: not a zip or tar archive")
-    with atomic_dir(dest) as tmp:
+    with atomic_dir(dest, mark=False) as tmp:   # the unpacked data is the user's: no output marker
         try:
             extract(archive, tmp, job)
         except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:

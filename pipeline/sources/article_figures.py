@@ -65,6 +65,7 @@ def split_compound(caption: str) -> tuple[str, dict[str, str]]:
 
 class ArticleFiguresAdapter(SourceAdapter):
     kind = "article_figures"
+    path_options = ("figures",)
     options_spec = {"figures": (str, "figures.jsonl"), "licence": (str, ""), "source_type": (str, "knowledge")}
 
     def _rows(self) -> Iterator[tuple[int, dict] | Reject]:

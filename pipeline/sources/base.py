@@ -9,11 +9,13 @@ file and in parallel.
 from __future__ import annotations
 
 import csv
+import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, PipelineError, show
 from pipeline.rejects import Reject
 
 
@@ -41,28 +43,39 @@ class SourceAdapter:
     #: option name -> (type, default); ``None`` default means required.
     options_spec: dict[str, tuple[type, object]] = {}
 
+    #: options that name a file or folder under the root (never a glob, never outside the root)
+    path_options: tuple[str, ...] = ()
+
     def __init__(self, name: str, root: str | Path, options: dict | None = None) -> None:
         self.name = name
         self.root = Path(root)
         options = dict(options or {})
-        unknown = sorted(set(options) - set(self.options_spec))
+        where = f"params.yaml: ingest source {show(name)} ({self.kind})"
+        unknown = sorted(str(k) for k in set(options) - set(self.options_spec))
         if unknown:
-            raise ConfigError(
-                f"params.yaml: ingest source {name!r} ({self.kind}): unknown option(s) {unknown}; "
-                f"valid: {sorted(self.options_spec)}"
-            )
+            raise ConfigError(f"{where}: unknown option(s) {show(unknown)}; valid: {sorted(self.options_spec)}")
         self.options = {}
         for key, (kind, default) in self.options_spec.items():
             value = options.get(key, default)
             if value is None:
-                raise ConfigError(f"params.yaml: ingest source {name!r} ({self.kind}) needs option {key!r}")
-            if not isinstance(value, kind):
-                raise ConfigError(
-                    f"params.yaml: ingest source {name!r}: option {key} must be {kind.__name__}, got {value!r}"
-                )
+                raise ConfigError(f"{where} needs option {key!r}; add it")
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+                raise ConfigError(f"{where}: option {key} must be {kind.__name__}, got {type(value).__name__} "
+                                  f"{show(value)}; fix the value")
+            if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
+                raise ConfigError(f"{where}: option {key} must be a finite number, got {show(value)}; fix the value")
+            if key in self.path_options:
+                for item in value if isinstance(value, list) else [value]:
+                    if not isinstance(item, str) or any(c in item for c in "*?[\x00"):
+                        raise ConfigError(f"{where}: option {key} names a file, got {show(item)} (a glob or not a "
+                                          "file name); write the file's name")
             self.options[key] = value
         if not self.root.exists():
-            raise PipelineError(f"ingest source {name!r}: root {self.root} does not exist; fix its path in params.yaml")
+            raise PipelineError(f"ingest source {show(name)}: root {show(str(self.root))} does not exist; fix its "
+                                "path in params.yaml")
+        if not self.root.is_dir():
+            raise ConfigError(f"{where}: path {show(str(self.root))} is a file; a source's path is its data folder: "
+                              "fix the path")
 
     def records(self) -> Iterator[SourceRecord | Reject]:
         raise NotImplementedError

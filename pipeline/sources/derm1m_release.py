@@ -26,6 +26,7 @@ DEFAULT_CSVS = ["Derm1M_v2_pretrain.csv", "Derm1M_v2_validation.csv"]
 
 class Derm1MReleaseAdapter(SourceAdapter):
     kind = "derm1m_release"
+    path_options = ("csv_files", "image_root")
     options_spec = {"csv_files": (list, DEFAULT_CSVS), "image_root": (str, "."), "licence": (str, "CC BY-NC 4.0")}
 
     def records(self) -> Iterator[SourceRecord | Reject]:

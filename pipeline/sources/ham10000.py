@@ -50,6 +50,7 @@ def ham_caption(dx: str, dx_type: str, age: str, sex: str, localization: str) ->
 
 class HAM10000Adapter(SourceAdapter):
     kind = "ham10000"
+    path_options = ("metadata_csv", "image_dir")
     options_spec = {
         "metadata_csv": (str, "HAM10000_metadata.csv"),
         "image_dir": (str, "images"),

@@ -104,6 +104,7 @@ def skin_type_text(roman: str | None) -> str:
 
 class PublicDatasetAdapter(SourceAdapter):
     kind = "public_dataset"
+    path_options = ("metadata_csv", "image_dir")
     options_spec = {
         "layout": (str, None),
         "metadata_csv": (str, ""),

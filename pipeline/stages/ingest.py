@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 
 from pipeline import ids
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, show
 from pipeline.executor import make_executor
 from pipeline.images.decode import DEFAULT_MAX_ASPECT_RATIO, ImageInfo, ImageProblem, validate_image
 from pipeline.params import section
@@ -24,20 +24,38 @@ from pipeline.text.filters import CaptionFilterChain, FilterResult
 
 
 def build_adapters(params: dict) -> list[SourceAdapter]:
-    """One adapter per ``ingest.sources`` entry, checked (unique names, known adapter kinds)."""
+    """One adapter per ``ingest.sources`` entry, checked (unique names, known adapter kinds).
+
+    Every problem with an entry is a one-line :class:`ConfigError` naming the entry: a
+    ``name``/``adapter``/``path`` that is not text (a list, a mapping, a number, null), an
+    unknown adapter, a duplicate name, and whatever the adapter's own option checks raise; a
+    type error from an option of an unexpected shape becomes one too, never a traceback.
+    """
     cfg = section(params, "ingest", {"sources": list})
     adapters = []
     names = set()
     for i, src in enumerate(cfg["sources"]):
+        where = f"params.yaml: ingest.sources[{i}]"
         if not isinstance(src, dict) or not {"name", "adapter", "path"} <= set(src):
-            raise ConfigError(f"params.yaml: ingest.sources[{i}] needs name, adapter and path")
+            raise ConfigError(f"{where} needs name, adapter and path (got {show(src)}); fix the entry")
+        for key in ("name", "adapter", "path"):
+            if not isinstance(src[key], str) or not src[key].strip():
+                raise ConfigError(f"{where}.{key} must be a non-empty text, got {type(src[key]).__name__} "
+                                  f"{show(src[key])}; fix the value")
+        if "\x00" in src["path"]:
+            raise ConfigError(f"{where}.path holds a NUL character ({show(src['path'])}); fix the value")
         if src["adapter"] not in ADAPTERS:
-            raise ConfigError(f"params.yaml: ingest.sources[{i}].adapter {src['adapter']!r} unknown; one of {sorted(ADAPTERS)}")
+            raise ConfigError(f"{where}.adapter {show(src['adapter'])} unknown; valid: one of {sorted(ADAPTERS)}")
         if src["name"] in names:
-            raise ConfigError(f"params.yaml: ingest source name {src['name']!r} used twice")
+            raise ConfigError(f"params.yaml: ingest source name {show(src['name'])} used twice; fix: give each a "
+                              "name of its own")
         names.add(src["name"])
         options = {k: v for k, v in src.items() if k not in ("name", "adapter", "path")}
-        adapters.append(ADAPTERS[src["adapter"]](src["name"], src["path"], options))
+        try:
+            adapters.append(ADAPTERS[src["adapter"]](src["name"], src["path"], options))
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+            raise ConfigError(f"{where} ({show(src['name'])}): invalid option value ({exc.__class__.__name__}: "
+                              f"{show(str(exc))}); fix the entry") from None
     return adapters
 
 
