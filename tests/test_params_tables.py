@@ -16,7 +16,15 @@ import pytest
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.params import apply_override, load_params, section
 from pipeline.stages.split import SPLITS, assign_splits, check_ratios, split_groups
-from pipeline.tables import OUTPUT_MARKER, atomic_dir, atomic_path, read_table, to_arrow, write_json, write_table
+from pipeline.tables import (
+    OUTPUT_MARKER,
+    atomic_dir,
+    atomic_path,
+    read_table,
+    to_arrow,
+    write_json,
+    write_table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
