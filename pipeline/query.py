@@ -43,6 +43,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pipeline.corpus import table_paths
+from pipeline.csvsafe import neutralise_row
 from pipeline.errors import PipelineError
 from pipeline.params import load_params, section
 from pipeline.tables import all_schemas, atomic_path
@@ -286,8 +287,8 @@ def format_rows(cols: list[str], rows: list[tuple], fmt: str) -> str:
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(cols)
-        w.writerows(rows)
+        w.writerow(neutralise_row(cols))
+        w.writerows(neutralise_row(r) for r in rows)   # no formula cells (pipeline/csvsafe.py)
         return buf.getvalue()
     if fmt == "json":
         return json.dumps([dict(zip(cols, r, strict=True)) for r in rows], default=str, ensure_ascii=False, indent=1) + "\n"
