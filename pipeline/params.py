@@ -49,7 +49,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE, overrides: list[str] | N
         textual = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-                          "re-save the file as UTF-8") from None
+                          "fix: re-save the file as UTF-8") from None
     try:
         params = yaml.safe_load(textual) or {}
     except yaml.YAMLError as exc:
@@ -258,8 +258,8 @@ def check_output_paths(params: dict, source: str = "params.yaml", root: str | Pa
         for k, path in ins.items():
             if _overlap(outs[a], path):
                 raise ConfigError(f"{source}: {a} ({show(str(params_value(params, a)))}) overlaps the input {k} "
-                                  f"({show(str(params_value(params, k)))}); writing there would replace the input: "
-                                  f"point {a} at a folder of its own")
+                                  f"({show(str(params_value(params, k)))}); writing there would replace the input; "
+                                  f"fix: point {a} at a folder of its own")
 
 
 def params_value(params: dict, dotted: str) -> Any:

@@ -341,14 +341,14 @@ def check_replaceable(dest: Path, new: Path) -> None:
         return
     if dest.is_symlink() or not dest.is_dir():
         raise PipelineError(f"output folder {dest} exists and is not a folder (a file or a link); derm1m does not "
-                            "replace it: point the stage's out in params.yaml at a new folder")
+                            "replace it; fix: point the stage's out in params.yaml at a new folder")
     if (dest / OUTPUT_MARKER).is_file():
         return
     foreign = sorted(p.name for p in dest.iterdir() if not (new / p.name).exists())
     if foreign:
         shown = ", ".join(repr(n[:60]) for n in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise PipelineError(f"output folder {dest} holds files derm1m did not write ({shown}); replacing it would "
-                            "delete them: point the stage's out in params.yaml at a new folder (or move them away)")
+                            "delete them; fix: point the stage's out in params.yaml at a new folder (or move them away)")
 
 
 @contextmanager

@@ -72,7 +72,7 @@ class SourceAdapter:
                 for item in value if isinstance(value, list) else [value]:
                     if not isinstance(item, str) or any(c in item for c in "*?[\x00"):
                         raise ConfigError(f"{where}: option {key} names a file, got {show(item)} (a glob or not a "
-                                          "file name); write the file's name")
+                                          "file name); fix: write the file's name")
             self.options[key] = value
         if not self.root.exists():
             raise PipelineError(f"ingest source {show(name)}: root {show(str(self.root))} does not exist; fix its "
