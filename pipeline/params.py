@@ -71,12 +71,26 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE, overrides: list[str] | N
 
 
 def reference_params() -> dict | None:
-    """The repository's params.yaml (None when the package runs without its repository)."""
+    """The repository's params.yaml (None when the package runs without its repository).
+
+    Parsed once per version of the file (its mtime and size), a copy handed out each time:
+    every ``load_params`` checks against it, and tools load params many times."""
     try:
-        ref = yaml.safe_load(REFERENCE_PARAMS.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        st = REFERENCE_PARAMS.stat()
+    except OSError:
         return None
-    return ref if isinstance(ref, dict) else None
+    key = (st.st_mtime_ns, st.st_size)
+    if _REFERENCE_CACHE.get("key") != key:
+        try:
+            ref = yaml.safe_load(REFERENCE_PARAMS.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            return None
+        _REFERENCE_CACHE.update(key=key, value=ref if isinstance(ref, dict) else None)
+    value = _REFERENCE_CACHE["value"]
+    return copy.deepcopy(value) if value is not None else None
+
+
+_REFERENCE_CACHE: dict[str, Any] = {}
 
 
 def check_against_reference(params: dict, source: str, reference: dict | None = None) -> None:

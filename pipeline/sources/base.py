@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import numbers
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ class SourceAdapter:
                         raise ConfigError(f"{where}: option {key} names a file, got {show(item)} (a glob or not a "
                                           "file name); fix: write the file's name")
             self.options[key] = value
-        if not self.root.exists():
+        if not os.path.exists(self.root):
             raise PipelineError(f"ingest source {show(name)}: root {show(str(self.root))} does not exist; fix its "
                                 "path in params.yaml")
         if not self.root.is_dir():
@@ -231,7 +232,7 @@ def read_csv_rows(path: Path, required: list[str],
     source with a one-line error naming the file and the fix: these layouts are written by
     programs, so a bad row means a damaged file, not one odd record.
     """
-    if not path.exists():
+    if not os.path.exists(path):
         raise PipelineError(f"{path}: metadata CSV not found; check the source path in params.yaml")
     try:
         for i, row in iter_csv(path, required, limit):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def csv_rows(adapter: SourceAdapter, path: Path, required: list[str]) -> Iterato
     a missing column says which delimiter the file seems to use when it is not a comma.
     """
     name = rel(adapter, path)
-    if not (path.exists() or path.is_symlink()):
+    if not os.path.lexists(path):   # never raises, unlike Path.exists on a name too long
         yield adapter.reject(name, "source_file_unreadable", f"{name} not found", str(path))
         return
     try:

@@ -13,6 +13,7 @@ of the release is often re-saved by a spreadsheet. Filenames stay relative to th
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Iterator
 
@@ -31,7 +32,7 @@ class Derm1MReleaseAdapter(SourceAdapter):
 
     def records(self) -> Iterator[SourceRecord | Reject]:
         csvs = [self.root / c for c in self.options["csv_files"]]
-        present = [c for c in csvs if c.exists()]
+        present = [c for c in csvs if os.path.exists(c)]
         if not present:
             raise PipelineError(f"source {self.name!r}: none of {self.options['csv_files']} found in {self.root}")
         seen: dict[str, int] = {}

@@ -36,7 +36,7 @@ def ham_caption(dx: str, dx_type: str, age: str, sex: str, localization: str) ->
     who = ""
     try:
         years = int(float(age))
-    except ValueError:
+    except (ValueError, OverflowError):   # "", "n/a", "1e999" (infinite), "nan"
         years = None
     noun = {"male": "man", "female": "woman"}.get(sex)
     if years is not None and noun:
