@@ -60,6 +60,9 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE, overrides: list[str] | N
         raise ConfigError(f"{path}: YAML nested too deeply to read; fix the structure") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
+    if _expands_beyond(params, MAX_PARAM_VALUES):
+        raise ConfigError(f"{path}: its YAML aliases expand to more than {MAX_PARAM_VALUES:,} values (an alias "
+                          "bomb?); fix: write the values out instead of nesting aliases")
     try:
         check_against_reference(params, str(path))
         for item in overrides or []:
@@ -68,6 +71,30 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE, overrides: list[str] | N
     except RecursionError:
         raise ConfigError(f"{path}: a value is nested too deeply (a YAML alias loop?); fix the structure") from None
     return params
+
+
+#: The most values (scalars, list items, mapping entries) a params file may expand to.
+MAX_PARAM_VALUES = 100_000
+
+
+def _expands_beyond(doc: Any, budget: int) -> bool:
+    """True when ``doc``, with every YAML alias expanded, holds more than ``budget`` values.
+
+    Why: PyYAML builds an alias as a shared reference, so a "billion laughs" file loads in
+    microseconds, but anything that walks, copies or prints the params (a stage, a message)
+    expands it to gigabytes. The walk stops as soon as the budget is spent."""
+    stack = [doc]
+    seen = 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > budget:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def reference_params() -> dict | None:

@@ -396,7 +396,7 @@ ROUND2: list[Case] = [
     Case("params_not_utf8", "config", "params.yaml with a Latin-1 byte in a comment", "derm1m ingest (params)",
          {"config_error": 1}, _raw(_non_utf8_params), detail="UTF-8"),
     Case("params_alias_bomb", "config", "a billion-laughs YAML alias bomb as a source option", "derm1m ingest (params)",
-         {"config_error": 1}, _raw(_bomb_params), detail="licence"),
+         {"config_error": 1}, _raw(_bomb_params), detail="alias"),
     # --- 2: an output path that would delete inputs ---
     Case("out_contains_source", "config", "ingest.out: the folder holding the sources", "derm1m ingest (outputs)",
          {"config_error": 1}, _out_at(lambda root: root), detail="ingest.out"),
