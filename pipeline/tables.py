@@ -467,6 +467,7 @@ class Publication:
         self.journal = Path(journal)
         self.moves: list[tuple[Path, Path]] = []
         self._keep: set[Path] = set()
+        self._marked: set[Path] = set()
         self._journaled = False
 
     def __enter__(self) -> Publication:
@@ -477,6 +478,9 @@ class Publication:
     def file(self, dest: str | Path) -> Path:
         """A temporary file path that becomes ``dest`` on commit."""
         dest = Path(dest)
+        if dest.is_dir() and not dest.is_symlink():
+            raise PipelineError(f"{dest} is a folder; an output file cannot replace it; fix: set the output to a "
+                                "file path in params.yaml")
         tmp = _new_temp_file(dest)
         self.moves.append((tmp, dest))
         return tmp
@@ -498,12 +502,15 @@ class Publication:
         else:
             tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent))
         if mark:
-            (tmp / OUTPUT_MARKER).write_text("written by derm1m; a later run may replace this folder\n", encoding="utf-8")
+            self._marked.add(tmp)   # the marker is written at commit: the caller may replace the folder itself
         self.moves.append((tmp, dest))
         return tmp
 
     def commit(self) -> None:
         for tmp, dest in self.moves:
+            if tmp in self._marked and tmp.is_dir():
+                (tmp / OUTPUT_MARKER).write_text("written by derm1m; a later run may replace this folder\n",
+                                                 encoding="utf-8")
             if tmp.is_dir():
                 check_replaceable(dest, tmp)
         kill_point("publish_before_journal")
