@@ -28,6 +28,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -436,6 +437,20 @@ def _terminal_lines() -> Iterator[str]:
             return
 
 
+def check_output_not_a_table(output: Path, params: dict, root: Path) -> None:
+    """Refuse an ``--output`` that is one of the corpus tables (or a stage's output folder).
+
+    Why: ``derm1m query`` is read-only; writing a result over ``pairs.parquet`` would change
+    the corpus behind DVC's back as surely as a ``COPY ... TO`` would."""
+    target = Path(os.path.realpath(output))
+    for table, files in view_paths(params, root).items():
+        for f in files:
+            real = Path(os.path.realpath(f))
+            if target == real or real.parent == target:
+                raise PipelineError(f"--output {output} is the corpus table {table} ({f}); derm1m query does not "
+                                    "write the corpus: choose another path")
+
+
 def main(args: argparse.Namespace) -> int:
     root = Path(args.root)
     params_file = root / "params.yaml"
@@ -444,6 +459,8 @@ def main(args: argparse.Namespace) -> int:
         print(describe_tables(load_params(params_file) if params_file.exists() else None, root), end="")
         return 0
     params = load_params(params_file)
+    if args.output:
+        check_output_not_a_table(Path(args.output), params, root)
     if args.shell:
         if args.sql:
             raise PipelineError("--shell takes no SQL argument")

@@ -246,6 +246,16 @@ def test_ctrl_c_interrupts_a_long_query_with_exit_130(root: Path) -> None:
     assert err.strip().splitlines() == ["derm1m query: interrupted"]
 
 
+def test_output_over_a_corpus_table_is_refused(root: Path, capsys: pytest.CaptureFixture) -> None:
+    """--output naming a table file (or its folder) is exit 2; the table is untouched."""
+    pairs = root / "data/ingest/pairs.parquet"
+    before = pairs.read_bytes()
+    for fmt, out in (("parquet", pairs), ("csv", pairs), ("csv", pairs.parent)):
+        assert main(["query", "--root", str(root), "--format", fmt, "--output", str(out), "select 1 as x"]) == 2
+        assert "does not write the corpus" in capsys.readouterr().err
+    assert pairs.read_bytes() == before
+
+
 def test_duckdb_cli_is_used_only_with_allow_writes(root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
     """A confined --shell never hands the table paths to the duckdb CLI (its allowed paths are writable)."""
