@@ -28,6 +28,10 @@ from pipeline.rejects import Reject
 from pipeline.tables import atomic_dir
 
 STAGE = "unpack"
+# Linux's limits on one path component and a whole path, in bytes: an entry beyond them would
+# fail at write time and stop the whole unpack, so it is refused as an entry instead.
+_NAME_MAX = 255
+_PATH_MAX = 4000
 _COPY_CHUNK = 1 << 20
 
 
@@ -65,6 +69,14 @@ def unsafe_name(name: str) -> str | None:
     """Why an entry name may not be written under the destination, or None when it is safe."""
     if not name or "\x00" in name:
         return "empty name or a NUL byte in the name"
+    try:
+        encoded = os.fsencode(name)
+    except UnicodeError:
+        return f"name {name!r} cannot be written as a file name here"
+    longest = max((len(part) for part in encoded.replace(b"\\", b"/").split(b"/")), default=0)
+    if longest > _NAME_MAX or len(encoded) > _PATH_MAX:
+        return (f"name too long for the file system ({len(encoded):,} bytes, a part of {longest:,}; the limits are "
+                f"{_NAME_MAX} per part and {_PATH_MAX} in all)")
     posix = name.replace("\\", "/")
     if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":"):
         return f"absolute path {name!r}"
@@ -138,7 +150,7 @@ def safe_extract(archive: str | Path, dest: str | Path, limits: ArchiveLimits | 
         extract = _extract_tar
     else:
         raise PipelineError(f"{archive}: not a zip or tar archive")
-    with atomic_dir(dest) as tmp:
+    with atomic_dir(dest, mark=False) as tmp:   # the unpacked data is the user's: no output marker
         try:
             extract(archive, tmp, job)
         except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
@@ -151,7 +163,9 @@ def _extract_zip(archive: Path, tmp: Path, job: _Extraction) -> None:
     with zipfile.ZipFile(archive) as zf:
         for index, info in enumerate(zf.infolist()):
             mode = info.external_attr >> 16
-            name = info.filename
+            # zipfile cuts a name at its first NUL ("a.jpg\0../../x" reads as "a.jpg"); the name as
+            # stored is checked, so the cut is a reject, not a silently different file.
+            name = info.orig_filename if "\x00" in info.orig_filename else info.filename
             if stat.S_ISLNK(mode):
                 job.result.entries += 1
                 job.reject(index, name, "archive_entry_unsafe", "symbolic link entry (links are not extracted from zips)")

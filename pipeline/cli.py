@@ -11,7 +11,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 from pipeline.params import DEFAULT_PARAMS_FILE, load_params
 
 # subcommand -> (module with run(params), help)
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return query.main(args)
     except PipelineError as exc:
-        print(f"derm1m {args.command}: error: {exc}", file=sys.stderr)
+        print(one_line(f"derm1m {args.command}: error: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"derm1m {args.command}: interrupted", file=sys.stderr)

@@ -43,6 +43,13 @@ REASONS: dict[str, str] = {
                             " file) or repeats a name; not extracted",
     "archive_too_large": "an archive entry (or the archive) unpacks beyond the size or compression-ratio limit"
                          " (zip bomb); not extracted",
+    "file_not_regular": "the path names a FIFO, a device, a socket or another file that is not a regular file"
+                        " (reading it would hang or never end); not opened",
+    "file_too_large": "the file (an image or a source's metadata file) has more bytes than ingest.max_image_bytes /"
+                      " ingest.max_metadata_bytes; not read",
+    "path_invalid": "the record's path cannot name a file: a NUL byte, a symbolic link loop, a name too long",
+    "image_header_invalid": "the file starts like an image (JPEG, PNG, GIF, WebP, TIFF, BMP signature) but its header"
+                            " is invalid (e.g. a height of 0)",
     "decontaminated": "the pair's image (or its cluster/group) matches a benchmark image and was kept out of train"
                       " (see the decontaminated table)",
 }
@@ -64,4 +71,15 @@ class Reject:
             raise ValueError(f"undocumented reject reason {self.reason!r}; add it to pipeline/rejects.py")
 
     def row(self) -> dict:
-        return asdict(self)
+        """The table row; text that cannot be stored as UTF-8 (a lone surrogate from a file name in
+        another encoding or a JSON ``\\ud800``) is written with backslash escapes."""
+        return {k: printable(v) if isinstance(v, str) else v for k, v in asdict(self).items()}
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates as ``\\udcXX`` escapes, so it can be written as UTF-8."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -251,6 +251,9 @@ def atomic_path(path: str | Path):
     pid no longer running) is removed by the next write of the same file, so kills do not
     accumulate litter beside the outputs.
     """
+    if Path(path).is_dir() and not Path(path).is_symlink():
+        raise PipelineError(f"{path} is a folder; an output file cannot replace it: set the output to a file path "
+                            "in params.yaml")
     tmp = _new_temp_file(Path(path))
     try:
         yield tmp
@@ -320,8 +323,36 @@ def write_json(obj: object, path: str | Path) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+#: The file every folder output carries (see :func:`check_replaceable`): "derm1m wrote this folder".
+OUTPUT_MARKER = ".derm1m-output"
+
+
+def check_replaceable(dest: Path, new: Path) -> None:
+    """Refuse to swap the folder ``new`` in for ``dest`` unless ``dest`` is a previous output.
+
+    Why: the swap throws the old folder away, so an ``out`` pointing at a folder of inputs
+    (``ingest.out: data``, a source's root, a home folder) would delete them. A folder derm1m
+    wrote carries :data:`OUTPUT_MARKER`; a folder without it (written before the marker existed)
+    may be replaced only when everything in it is also in the new output (the same tables, an
+    older run), and is refused when it holds anything else. Files and links are never replaced
+    by a folder.
+    """
+    if not (dest.exists() or dest.is_symlink()):
+        return
+    if dest.is_symlink() or not dest.is_dir():
+        raise PipelineError(f"output folder {dest} exists and is not a folder (a file or a link); derm1m does not "
+                            "replace it; fix: point the stage's out in params.yaml at a new folder")
+    if (dest / OUTPUT_MARKER).is_file():
+        return
+    foreign = sorted(p.name for p in dest.iterdir() if not (new / p.name).exists())
+    if foreign:
+        shown = ", ".join(repr(n[:60]) for n in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise PipelineError(f"output folder {dest} holds files derm1m did not write ({shown}); replacing it would "
+                            "delete them; fix: point the stage's out in params.yaml at a new folder (or move them away)")
+
+
 @contextmanager
-def atomic_dir(path: str | Path, partial: bool = False):
+def atomic_dir(path: str | Path, partial: bool = False, mark: bool = True):
     """Yield a fresh temporary directory beside ``path``; swap it in only if the block succeeds.
 
     The previous directory stays intact until the new one is complete, so a killed stage leaves
@@ -329,10 +360,12 @@ def atomic_dir(path: str | Path, partial: bool = False):
     (:class:`Publication`), so even a kill between its two renames is repaired by the next run.
     ``partial`` names the temporary ``.<name>.partial`` and keeps it when the block fails, for
     stages that resume from a killed run's completed work (shard).
+    ``mark`` (default) writes :data:`OUTPUT_MARKER` into the folder, so a later run knows it may
+    replace it; ``derm1m unpack`` leaves it out (its folder is the user's data, never replaced).
     """
     path = Path(path)
     with Publication(path.parent / f".{path.name}.commit.json") as pub:
-        yield pub.directory(path, partial=partial)
+        yield pub.directory(path, partial=partial, mark=mark)
 
 
 _Move = tuple[Path, Path, int]   # (temporary, output, inode of the temporary when journaled)
@@ -434,6 +467,7 @@ class Publication:
         self.journal = Path(journal)
         self.moves: list[tuple[Path, Path]] = []
         self._keep: set[Path] = set()
+        self._marked: set[Path] = set()
         self._journaled = False
 
     def __enter__(self) -> Publication:
@@ -444,13 +478,21 @@ class Publication:
     def file(self, dest: str | Path) -> Path:
         """A temporary file path that becomes ``dest`` on commit."""
         dest = Path(dest)
+        if dest.is_dir() and not dest.is_symlink():
+            raise PipelineError(f"{dest} is a folder; an output file cannot replace it; fix: set the output to a "
+                                "file path in params.yaml")
         tmp = _new_temp_file(dest)
         self.moves.append((tmp, dest))
         return tmp
 
-    def directory(self, dest: str | Path, partial: bool = False) -> Path:
-        """A fresh temporary folder that becomes ``dest`` on commit (see :func:`atomic_dir`)."""
+    def directory(self, dest: str | Path, partial: bool = False, mark: bool = True) -> Path:
+        """A fresh temporary folder that becomes ``dest`` on commit (see :func:`atomic_dir`).
+
+        ``dest`` is checked now (a file or a link there is refused before any work) and again
+        at commit, against the new folder's contents (:func:`check_replaceable`)."""
         dest = Path(dest)
+        if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+            check_replaceable(dest, dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_temps(dest)
         if partial:
@@ -459,10 +501,18 @@ class Publication:
             self._keep.add(tmp)
         else:
             tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent))
+        if mark:
+            self._marked.add(tmp)   # the marker is written at commit: the caller may replace the folder itself
         self.moves.append((tmp, dest))
         return tmp
 
     def commit(self) -> None:
+        for tmp, dest in self.moves:
+            if tmp in self._marked and tmp.is_dir():
+                (tmp / OUTPUT_MARKER).write_text("written by derm1m; a later run may replace this folder\n",
+                                                 encoding="utf-8")
+            if tmp.is_dir():
+                check_replaceable(dest, tmp)
         kill_point("publish_before_journal")
         with atomic_path(self.journal) as tmp:
             moves = [[os.path.abspath(a), os.path.abspath(b), os.stat(a).st_ino] for a, b in self.moves]

@@ -175,6 +175,37 @@ def test_nothing_written_outside_the_output_root(run: dict) -> None:
     assert out_files <= {"data", "shards", "ontology"}
 
 
+def test_release_csv_neutralises_formula_captions(run: dict) -> None:
+    """caption_formula: the release CSV shows the captions as text ('=..., '@...), the parquet keeps them."""
+    import csv
+
+    from hostile.round2 import FORMULA_CAPTIONS
+
+    with open(run["base"] / "out/data/metadata/derm1m_release.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    cells = [v for row in rows for v in row.values() if v]
+    assert not [v for v in cells if v[0] in "=+-@\t\r"], "a cell a spreadsheet would run as a formula"
+    mine = [r for r in rows if r["source"] == "caption_formula"]
+    assert sorted(r["caption"][:3] for r in mine) == sorted("'" + c[:2] for c in FORMULA_CAPTIONS)
+    kept = run["metadata"][run["metadata"]["source"] == "caption_formula"]["caption"]
+    assert sorted(kept) == sorted(FORMULA_CAPTIONS)
+
+
+def test_oversized_and_special_metadata_files_are_rejects(tmp_path: Path) -> None:
+    """ingest.max_metadata_bytes caps each CSV/JSON file (file_too_large); a FIFO is
+    file_not_regular; neither is read, neither stops the source."""
+    from pipeline.sources import ADAPTERS
+
+    root = tmp_path / "forum"
+    root.mkdir()
+    (root / "big.json").write_text("[" + ", ".join(["{}"] * 5000) + "]", encoding="utf-8")
+    os.mkfifo(root / "zero.json")
+    adapter = ADAPTERS["forum"]("forum", root, {})
+    adapter.max_file_bytes = 1000
+    got = sorted((r.reason, r.record_id) for r in adapter.records())
+    assert got == [("file_not_regular", "zero.json"), ("file_too_large", "big.json")]
+
+
 # -- configuration errors: derm1m ingest in a subprocess --------------------------------------
 def _cli() -> list[str]:
     script = Path(sys.executable).parent / "derm1m"
@@ -189,16 +220,24 @@ def test_config_case(case: Case, tmp_path: Path) -> None:
     (root / "captions.csv").write_text("image_path,caption\n", encoding="utf-8")
     params = _params(tmp_path)
     params["ingest"]["sources"] = [{"name": "atlas", "adapter": "textbook", "path": str(root)}]
-    case.build(tmp_path, tmp_path)["edit"](params)
+    entry = case.build(tmp_path, tmp_path)
+    entry["edit"](params)
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    if "raw" in entry:   # bytes YAML cannot dump: a non-UTF-8 file, an alias bomb
+        params_file.write_bytes(entry["raw"](params))
+    else:
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    before = _listing(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
     proc = subprocess.run([*_cli(), "ingest", "--params", str(params_file)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300, env=env)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     OUTCOMES[case.name] = (f"exit {proc.returncode}: " + (lines[-1] if lines else "").replace(str(tmp_path) + "/", ""), "")
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert len(lines[0]) <= 1200, f"{len(lines[0])} characters: values in messages must be cut short"
+    after = _listing(tmp_path)
+    assert {p: v for p, v in before.items() if p not in after} == {}, "an input was deleted"
     assert "params.yaml" in lines[0] and case.detail in lines[0], lines[0]
     assert any(w in lines[0].lower() for w in ("fix", "did you mean", "valid", "must be")), lines[0]
     assert not (tmp_path / "out" / "data" / "ingest").exists(), "no partial output"

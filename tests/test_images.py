@@ -23,7 +23,7 @@ from pipeline.images.decode import (
 )
 from pipeline.images.hashing import to_hex, to_signed
 from pipeline.images.neardup import pairs_within
-from pipeline.stages.ingest import confine
+from pipeline.stages.ingest import BadPath, confine
 from pipeline.text.filters import Caption, ControlCharCleaner
 
 BIG = 10**8
@@ -251,9 +251,13 @@ def test_confine(tmp_path: Path) -> None:
     assert confine(root, "a.jpg") == root / "a.jpg"
     assert confine(root, "sub/b.jpg") == root / "sub" / "b.jpg"
     assert confine(root, "sub/inside.jpg") == root / "sub" / "inside.jpg"
-    for bad in ("../x", "../root2/a.jpg", "sub/../../secret.jpg", "/etc/passwd", str(root / "a.jpg"), "link.jpg",
-                "", "a\x00b"):
+    for bad in ("../x", "../root2/a.jpg", "sub/../../secret.jpg", "/etc/passwd", str(root / "a.jpg"), "link.jpg", ""):
         assert confine(root, bad) is None, bad
+    # A path that cannot name a file is path_invalid (BadPath), not an escape: NUL, a symlink loop.
+    os.symlink("loop.jpg", root / "loop.jpg")
+    for bad in ("a\x00b", "loop.jpg"):
+        with pytest.raises(BadPath):
+            confine(root, bad)
 
 
 def clean_caption(text: object) -> str:

@@ -16,7 +16,15 @@ import pytest
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.params import apply_override, load_params, section
 from pipeline.stages.split import SPLITS, assign_splits, check_ratios, split_groups
-from pipeline.tables import atomic_dir, atomic_path, read_table, to_arrow, write_json, write_table
+from pipeline.tables import (
+    OUTPUT_MARKER,
+    atomic_dir,
+    atomic_path,
+    read_table,
+    to_arrow,
+    write_json,
+    write_table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -204,15 +212,16 @@ def test_atomic_dir_keeps_old_on_error(tmp_path: Path) -> None:
     out = tmp_path / "shards"
     out.mkdir()
     (out / "old.tar").write_bytes(b"old")
+    (out / OUTPUT_MARKER).write_text("a previous output\n")
     with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
         (tmp / "new.tar").write_bytes(b"new")
         raise RuntimeError("killed")
-    assert [p.name for p in out.iterdir()] == ["old.tar"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["old.tar", OUTPUT_MARKER])
     assert (out / "old.tar").read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["shards"]
     with atomic_dir(out) as tmp:
         (tmp / "new.tar").write_bytes(b"new")
-    assert [p.name for p in out.iterdir()] == ["new.tar"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["new.tar", OUTPUT_MARKER])
     assert [p.name for p in tmp_path.iterdir()] == ["shards"]
 
 

@@ -178,23 +178,95 @@ def test_duckdb_cli_init_script_recreates_the_views(corpus: dict) -> None:
     finally:
         con.close()
     assert n == corpus["truth"]["n_pairs"] and views == {s.name for s in all_schemas()}
+    assert "enable_external_access" not in view_script(corpus["params"], Path("."))
 
 
-def test_duckdb_cli_init_script_confines_the_session(corpus: dict) -> None:
-    """The init script ends by locking the session to the table files, as `derm1m query` does."""
+def test_confined_connection_cannot_write_a_table_file(corpus: dict, tmp_path: Path) -> None:
+    """Even a COPY sent straight to the locked connection (past the statement check) cannot
+    touch a table file: DuckDB may open no file at all; the views read through pyarrow."""
     import duckdb
 
-    con = duckdb.connect(":memory:")
+    pairs = Path(corpus["params"]["ingest"]["out"]) / "pairs.parquet"
+    before = pairs.read_bytes()
+    con = connect(corpus["params"])
     try:
-        con.execute(view_script(corpus["params"], Path(".")))
+        for sql in (f"copy (select 42 as x) to '{pairs}' (format csv)",
+                    f"explain analyze copy (select 42 as x) to '{pairs}' (format csv)",
+                    f"select * from read_parquet('{pairs}')"):
+            with pytest.raises(duckdb.Error, match="disabled by configuration"):
+                con.execute(sql)
         assert con.execute("select count(*) from pairs").fetchone()[0] == corpus["truth"]["n_pairs"]
-        with pytest.raises(duckdb.Error, match="disabled by configuration"):
-            con.execute("select * from read_text('/etc/hostname')")
-        with pytest.raises(duckdb.Error, match="locked"):
-            con.execute("set enable_external_access = true")
     finally:
         con.close()
-    assert "enable_external_access" not in view_script(corpus["params"], Path("."), allow_writes=True)
+    assert pairs.read_bytes() == before
+
+
+@pytest.mark.parametrize("sql", ["explain analyze copy (select 42 as x) to '{pairs}' (format csv)",
+                                 "EXPLAIN /* c */ ANALYZE copy pairs to '{pairs}'",
+                                 "explain (analyze) copy pairs to '{pairs}' (format csv)",
+                                 "explain analyze create table t as select 1",
+                                 "explain analyze insert into pairs select * from pairs"])
+def test_explain_analyze_of_a_write_is_refused(corpus: dict, sql: str) -> None:
+    """EXPLAIN ANALYZE executes the statement it wraps: the wrapped statement is checked too."""
+    pairs = Path(corpus["params"]["ingest"]["out"]) / "pairs.parquet"
+    before = pairs.read_bytes()
+    with pytest.raises(PipelineError, match="read-only"):
+        run_query(sql.format(pairs=pairs), corpus["params"])
+    assert pairs.read_bytes() == before
+
+
+@pytest.mark.parametrize("sql", ["explain select count(*) from pairs", "explain analyze select count(*) from pairs",
+                                 "EXPLAIN (FORMAT json) select 1", "explain analyze with t as (select 1) select * from t"])
+def test_explain_of_a_select_runs(corpus: dict, sql: str) -> None:
+    cols, rows = run_query(sql, corpus["params"])
+    assert cols and rows
+
+
+def test_ctrl_c_interrupts_a_long_query_with_exit_130(root: Path) -> None:
+    """SIGINT during a query that would run for minutes: DuckDB is interrupted, exit 130, one line."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sql = "select count(*) from range(200000) a, range(200000) b where (a.range * b.range) % 7 = 3"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "query", "--root", str(root), sql],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(4)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["derm1m query: interrupted"]
+
+
+def test_output_over_a_corpus_table_is_refused(root: Path, capsys: pytest.CaptureFixture) -> None:
+    """--output naming a table file (or its folder) is exit 2; the table is untouched."""
+    pairs = root / "data/ingest/pairs.parquet"
+    before = pairs.read_bytes()
+    for fmt, out in (("parquet", pairs), ("csv", pairs), ("csv", pairs.parent)):
+        assert main(["query", "--root", str(root), "--format", fmt, "--output", str(out), "select 1 as x"]) == 2
+        assert "does not write the corpus" in capsys.readouterr().err
+    assert pairs.read_bytes() == before
+
+
+def test_duckdb_cli_is_used_only_with_allow_writes(root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """A confined --shell never hands the table paths to the duckdb CLI (its allowed paths are writable)."""
+    fake = tmp_path / "duckdb"
+    fake.write_text("#!/bin/sh\necho cli-was-run\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("sys.stdin", io.StringIO("select count(*) as n from splits;\n"))
+    assert main(["query", "--root", str(root), "--shell"]) == 0
+    captured = capsys.readouterr()
+    assert "cannot be kept from writing" in captured.err and "(1 row)" in captured.out
 
 
 def readme_queries() -> list[str]:

@@ -25,7 +25,7 @@ import yaml
 from conftest import REPO, small_params
 
 from pipeline.faults import KILL_ENV
-from pipeline.tables import Publication, atomic_dir, recover_publication, write_json
+from pipeline.tables import OUTPUT_MARKER, Publication, atomic_dir, recover_publication, write_json
 
 HASH_CHUNK = 16          # images per saved hash chunk: ~10 chunks on the test corpus
 SHARD_SIZE = 10          # samples per tar: several tars per split
@@ -35,8 +35,9 @@ SHARD_SIZE = 10          # samples per tar: several tars per split
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (hidden ones included) by relative path."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file under ``root`` (hidden ones included, the output marker aside) by relative path."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != OUTPUT_MARKER}
 
 
 def _killed_publish(tmp_path: Path, point: str) -> subprocess.CompletedProcess:
@@ -54,6 +55,7 @@ def test_killed_publication_leaves_old_or_new_and_the_next_run_finishes_it(tmp_p
                                                                            expect: str) -> None:
     out = tmp_path / "out"
     out.mkdir()
+    (out / OUTPUT_MARKER).write_text("a previous output")
     (out / "a.txt").write_text("old a")
     (out / "b.txt").write_text("old b")
     done = _killed_publish(tmp_path, point)
@@ -131,7 +133,9 @@ def _outputs(root: Path, names: tuple[str, ...]) -> dict[str, bytes]:
 
 
 def _hidden(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) if folder.is_dir() else []
+    """Hidden leftovers (temporaries, journals) in ``folder``; the output marker is not one."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != OUTPUT_MARKER) \
+        if folder.is_dir() else []
 
 
 @pytest.fixture(scope="module")

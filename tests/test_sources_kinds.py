@@ -365,7 +365,9 @@ def test_odd_json_values_are_rejects_not_tracebacks(tmp_path):
     _, pairs, rejects = _ingest(tmp_path, [
         {"name": "forum", "adapter": "forum", "path": str(forum)},
         {"name": "pmc", "adapter": "article_figures", "path": str(pmc)},
-        {"name": "yt", "adapter": "video", "path": str(notdir)},
     ])
     assert pairs.empty
-    assert Counter(rejects["reason"]) == {"record_malformed": 5, "source_file_unreadable": 1}
+    assert Counter(rejects["reason"]) == {"record_malformed": 5}
+    # A source path that is a file where a folder is expected is a configuration error, not 0 records.
+    with pytest.raises(ConfigError, match="is a file"):
+        _ingest(tmp_path, [{"name": "yt", "adapter": "video", "path": str(notdir)}])

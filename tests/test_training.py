@@ -20,6 +20,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from pipeline.errors import PipelineError
+from pipeline.tables import OUTPUT_MARKER
 from pipeline.training.evaluate import (
     encode_shards,
     evaluate,
@@ -143,6 +144,7 @@ def trained(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     stale.mkdir()
     (stale / "out.log").write_text("previous run\n")
     (stale / "leftover.txt").write_text("x")
+    (stale / OUTPUT_MARKER).write_text("a previous run")   # derm1m wrote it (foreign folders are refused)
     return run_training(shards / "train", SMOKE_PROFILE, logs, "smoke", val_dir=shards / "holdout")
 
 

@@ -24,10 +24,17 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipeline.safeio import DEFAULT_MAX_IMAGE_BYTES, FileProblem, read_regular
+
 # EXIF orientations 5-8 swap width and height when applied.
 _SWAPS_AXES = {5, 6, 7, 8}
 #: longer side / shorter side above which an image is refused (``ingest.max_aspect_ratio``).
 DEFAULT_MAX_ASPECT_RATIO = 20.0
+# Leading bytes of the formats ingest accepts: a file that starts like one but does not open has a
+# broken header (image_header_invalid), not "not an image".
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*", b"BM")
+_FILE_REASONS = {"missing": "image_missing", "directory": "image_unreadable", "unreadable": "image_unreadable",
+                 "loop": "path_invalid", "file_not_regular": "file_not_regular", "file_too_large": "file_too_large"}
 
 
 @dataclass(frozen=True)
@@ -48,20 +55,34 @@ class ImageProblem:
 
 
 def validate_image(path: str | Path, max_pixels: int, min_side: int = 1,
-                   max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO) -> ImageInfo | ImageProblem:
-    """Return facts about a decodable image, or the reject reason for a bad one (never raises)."""
+                   max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO,
+                   max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> ImageInfo | ImageProblem:
+    """Return facts about a decodable image, or the reject reason for a bad one (never raises).
+
+    The file is read through :func:`pipeline.safeio.read_regular`: a FIFO or device named
+    ``.jpg`` is ``file_not_regular`` (never opened for reading, so never a hang), a file over
+    ``max_bytes`` (``ingest.max_image_bytes``) is ``file_too_large`` (never read into memory).
+    """
     path = Path(path)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return ImageProblem("image_missing", f"no file at {path}")
-    except IsADirectoryError:
-        return ImageProblem("image_unreadable", f"{path} is a directory")
-    except OSError as exc:
-        return ImageProblem("image_unreadable", f"cannot read {path}: {exc.strerror or exc}")
+        data = read_regular(path, max_bytes)
+    except FileProblem as exc:
+        return ImageProblem(_FILE_REASONS.get(exc.reason, "image_unreadable"), exc.detail)
     if not data:
         return ImageProblem("image_empty", f"{path} has 0 bytes")
     return validate_image_bytes(data, max_pixels, min_side, max_aspect_ratio)
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8); a tag that is text, out of range or unreadable counts as 1.
+
+    Why: phones and editors write odd tags ("Horizontal (normal)", 0, 65535); the photo is
+    still good, so the tag is ignored rather than the image rejected."""
+    try:
+        value = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001  (a corrupt EXIF block: Pillow raises many kinds)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def validate_image_bytes(data: bytes, max_pixels: int, min_side: int = 1,
@@ -74,7 +95,7 @@ def validate_image_bytes(data: bytes, max_pixels: int, min_side: int = 1,
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 fmt = (img.format or "").upper()
-                orientation = int(img.getexif().get(0x0112, 1) or 1)
+                orientation = exif_orientation(img)
                 img.load()
                 width, height = img.size
                 mode = img.mode
@@ -82,6 +103,9 @@ def validate_image_bytes(data: bytes, max_pixels: int, min_side: int = 1,
         return ImageProblem("image_too_large", str(exc).split(".")[0])
     except UnidentifiedImageError:
         head = data[:16].decode("ascii", "replace").strip()
+        if data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+            return ImageProblem("image_header_invalid", f"starts like an image ({data[:4].hex(' ')}) but its header "
+                                "is invalid (e.g. a width or height of 0)")
         return ImageProblem("image_not_an_image", f"not a recognised image format (starts with {head!r})")
     except (OSError, SyntaxError, ValueError) as exc:
         msg = str(exc)
@@ -92,6 +116,8 @@ def validate_image_bytes(data: bytes, max_pixels: int, min_side: int = 1,
         Image.MAX_IMAGE_PIXELS = previous
     if orientation in _SWAPS_AXES:
         width, height = height, width
+    if min(width, height) < 1:
+        return ImageProblem("image_header_invalid", f"the header says {width}x{height} pixels")
     if min(width, height) < min_side:
         return ImageProblem("image_too_small", f"{width}x{height} is below the minimum side of {min_side}px")
     if max_aspect_ratio and max(width, height) > max_aspect_ratio * min(width, height):

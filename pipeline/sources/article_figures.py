@@ -22,6 +22,7 @@ empty caption ``caption_missing``, and a panel whose letter is not in the captio
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 
@@ -65,13 +66,14 @@ def split_compound(caption: str) -> tuple[str, dict[str, str]]:
 
 class ArticleFiguresAdapter(SourceAdapter):
     kind = "article_figures"
+    path_options = ("figures",)
     options_spec = {"figures": (str, "figures.jsonl"), "licence": (str, ""), "source_type": (str, "knowledge")}
 
     def _rows(self) -> Iterator[tuple[int, dict] | Reject]:
         path = self.root / self.options["figures"]
         if path.suffix.lower() == ".csv":
             yield from csv_rows(self, path, ["article_id", "figure_id", "image_path", "caption"])
-        elif not path.is_file():
+        elif not os.path.lexists(path):
             yield self.reject(self.options["figures"], "source_file_unreadable", f"{path.name} not found", str(path))
         else:
             yield from jsonl_rows(self, path)

@@ -9,12 +9,17 @@ file and in parallel.
 from __future__ import annotations
 
 import csv
+import math
+import numbers
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, PipelineError, show
 from pipeline.rejects import Reject
+from pipeline.safeio import DEFAULT_MAX_METADATA_BYTES, FileProblem, open_regular_text
 
 
 @dataclass(frozen=True)
@@ -41,28 +46,41 @@ class SourceAdapter:
     #: option name -> (type, default); ``None`` default means required.
     options_spec: dict[str, tuple[type, object]] = {}
 
+    #: options that name a file or folder under the root (never a glob, never outside the root)
+    path_options: tuple[str, ...] = ()
+    #: the most bytes one metadata file (CSV, JSON, transcript) may have (``ingest.max_metadata_bytes``)
+    max_file_bytes: int = DEFAULT_MAX_METADATA_BYTES
+
     def __init__(self, name: str, root: str | Path, options: dict | None = None) -> None:
         self.name = name
         self.root = Path(root)
         options = dict(options or {})
-        unknown = sorted(set(options) - set(self.options_spec))
+        where = f"params.yaml: ingest source {show(name)} ({self.kind})"
+        unknown = sorted(str(k) for k in set(options) - set(self.options_spec))
         if unknown:
-            raise ConfigError(
-                f"params.yaml: ingest source {name!r} ({self.kind}): unknown option(s) {unknown}; "
-                f"valid: {sorted(self.options_spec)}"
-            )
+            raise ConfigError(f"{where}: unknown option(s) {show(unknown)}; valid: {sorted(self.options_spec)}")
         self.options = {}
         for key, (kind, default) in self.options_spec.items():
             value = options.get(key, default)
             if value is None:
-                raise ConfigError(f"params.yaml: ingest source {name!r} ({self.kind}) needs option {key!r}")
-            if not isinstance(value, kind):
-                raise ConfigError(
-                    f"params.yaml: ingest source {name!r}: option {key} must be {kind.__name__}, got {value!r}"
-                )
+                raise ConfigError(f"{where} needs option {key!r}; add it")
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+                raise ConfigError(f"{where}: option {key} must be {kind.__name__}, got {type(value).__name__} "
+                                  f"{show(value)}; fix the value")
+            if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
+                raise ConfigError(f"{where}: option {key} must be a finite number, got {show(value)}; fix the value")
+            if key in self.path_options:
+                for item in value if isinstance(value, list) else [value]:
+                    if not isinstance(item, str) or any(c in item for c in "*?[\x00"):
+                        raise ConfigError(f"{where}: option {key} names a file, got {show(item)} (a glob or not a "
+                                          "file name); fix: write the file's name")
             self.options[key] = value
-        if not self.root.exists():
-            raise PipelineError(f"ingest source {name!r}: root {self.root} does not exist; fix its path in params.yaml")
+        if not os.path.exists(self.root):
+            raise PipelineError(f"ingest source {show(name)}: root {show(str(self.root))} does not exist; fix its "
+                                "path in params.yaml")
+        if not self.root.is_dir():
+            raise ConfigError(f"{where}: path {show(str(self.root))} is a file; a source's path is its data folder: "
+                              "fix the path")
 
     def records(self) -> Iterator[SourceRecord | Reject]:
         raise NotImplementedError
@@ -72,15 +90,22 @@ class SourceAdapter:
 
 
 _SNIFF_DELIMITERS = ",;\t|"
-# Python's csv module refuses fields over 128 KiB with an error that would reject the whole
-# file; a very long caption is a caption filter's business (caption_too_long), not a parse error.
-csv.field_size_limit(max(csv.field_size_limit(), 64 * 1024 * 1024))
+# Python's csv module refuses a field over its limit (128 KiB by default) with an error that
+# stops the reader, so every row after it would be lost. The bytes a file may have are capped
+# instead (ingest.max_metadata_bytes, checked before reading), so no field limit is needed, and a
+# very long caption is a caption filter's business (caption_too_long), not a parse error.
+csv.field_size_limit(2**31 - 1)
+#: A field that names an image file: one sign that a line inside a quoted field is really a row.
+_IMAGE_NAME = re.compile(r"\.(?:jpe?g|png|webp|bmp|tiff?|gif)$", re.IGNORECASE)
 
 
 class CsvRowProblem(ValueError):
-    """A CSV row that cannot be trusted as read: carries the reason code and its detail."""
+    """A CSV row that cannot be trusted as read: carries the reason code and its detail.
 
-    def __init__(self, line: int, reason: str, detail: str) -> None:
+    ``line`` is the record number + 1 (as rows are numbered), or ``"<n>+<k>"`` for the k-th row
+    swallowed by record n's unclosed quote."""
+
+    def __init__(self, line: int | str, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.line, self.reason, self.detail = line, reason, detail
 
@@ -116,49 +141,107 @@ def undecodable(row: dict[str, str]) -> str | None:
     return None
 
 
-def iter_csv(path: Path, required: list[str]) -> Iterator[tuple[int, dict[str, str] | CsvRowProblem]]:
+def swallowed_rows(fields: list[str], width: int) -> list[str]:
+    """Lines inside the quoted fields of one record that parse as rows of their own.
+
+    Why: an unbalanced quote makes the csv module read on, across line ends, until the next
+    quote character, so the following rows become part of one caption and are silently lost. A
+    legitimate multi-line caption rarely holds a line with exactly the header's number of fields
+    that also names an image file (or, for four columns and more, the header's field count
+    alone); such a line means the quotes are out of step."""
+    found = []
+    for field in fields:
+        if "\n" not in field and "\r" not in field:
+            continue
+        for line in field.splitlines()[1:]:
+            try:
+                parsed = next(csv.reader([line]), [])
+            except csv.Error:
+                continue
+            if len(parsed) == width and (width >= 4 or any(_IMAGE_NAME.search(f.strip()) for f in parsed)):
+                found.append(line)
+    return found
+
+
+def iter_csv(path: Path, required: list[str],
+             limit: int = DEFAULT_MAX_METADATA_BYTES) -> Iterator[tuple[int, dict[str, str] | CsvRowProblem]]:
     """Open a UTF-8 CSV (BOM allowed) and yield (record number + 1, row or the row's problem).
 
     Raises ``CsvRowProblem`` (line 1, ``column_missing``) when the header lacks a required
-    column. Rows are never repaired silently: bytes that are not UTF-8 make the row an
-    ``encoding_invalid`` problem (it is not decoded with replacement characters), a row with more
-    fields than the header (an unquoted delimiter in a caption) a ``record_malformed`` one.
-    Quoted fields may hold delimiters, quotes (doubled) and newlines, as RFC 4180 allows.
+    column, and :class:`~pipeline.safeio.FileProblem` for a file that is not a regular file or
+    has more than ``limit`` bytes. Rows are never repaired silently: bytes that are not UTF-8
+    make the row an ``encoding_invalid`` problem (it is not decoded with replacement
+    characters), a row with more fields than the header (an unquoted delimiter in a caption) a
+    ``record_malformed`` one, and so does a row whose quotes are out of step (an unclosed quote
+    swallowing the rows after it, :func:`swallowed_rows`), together with one problem per
+    swallowed row, so rows in = rows out. A row the csv module cannot parse is a problem of its
+    own and reading goes on. Quoted fields may hold delimiters, quotes (doubled) and newlines,
+    as RFC 4180 allows.
     """
-    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
-        reader = csv.DictReader(fh, restkey="\x00extra")
-        header = reader.fieldnames or []
+    with open_regular_text(path, limit, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader, [])
+        except csv.Error as exc:
+            raise CsvRowProblem(1, "source_file_unreadable", f"{path.name}: header not readable ({exc})") from None
         missing = [c for c in required if c not in header]
         if missing:
             raise CsvRowProblem(1, "column_missing", missing_columns_detail(path, missing, list(header)))
-        for i, row in enumerate(reader, start=2):
-            extra = row.pop("\x00extra", None)
-            row = {k: (v if v is not None else "") for k, v in row.items() if k is not None}
-            bad = undecodable(row)
+        i = 1
+        while True:
+            start = reader.line_num
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                i += 1
+                yield i, CsvRowProblem(i, "record_malformed", f"{path.name} line {start + 1}: {exc}")
+                if reader.line_num == start:
+                    break   # no progress: the rest of the file cannot be read
+                continue
+            if not fields:
+                continue   # a blank line is no record (as csv.DictReader skips it)
+            i += 1
+            lost = swallowed_rows(fields, len(header))
+            if lost:
+                yield i, CsvRowProblem(i, "record_malformed", f"{path.name} record {i - 1} (line {start + 1}): a quote "
+                                       f"opened here is not closed before {len(lost)} more row(s); close the quote")
+                for k, line in enumerate(lost, start=1):
+                    yield i, CsvRowProblem(f"{i}+{k}", "record_malformed",
+                                           f"{path.name}: row {line[:60]!r} is inside the unclosed quote of record "
+                                           f"{i - 1}; close the quote")
+                continue
+            row = {name: (fields[j] if j < len(fields) else "") for j, name in enumerate(header)}
+            extra = fields[len(header):]
+            bad = undecodable(row) or (undecodable({"(extra)": ",".join(extra)}) if extra else None)
             if bad:
                 yield i, CsvRowProblem(i, "encoding_invalid", f"{path.name} record {i - 1}: {bad}")
             elif extra:
-                yield i, CsvRowProblem(i, "record_malformed", f"{path.name} record {i - 1} has {len(header) + len(extra)}"
+                yield i, CsvRowProblem(i, "record_malformed", f"{path.name} record {i - 1} has {len(fields)}"
                                        f" fields, the header {len(header)}: quote fields that hold a delimiter")
             else:
                 yield i, row
 
 
-def read_csv_rows(path: Path, required: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
+def read_csv_rows(path: Path, required: list[str],
+                  limit: int = DEFAULT_MAX_METADATA_BYTES) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, row) from a CSV of a fixed layout (the demo corpus, HAM10000).
 
     A missing file or column, bytes that are not UTF-8 or a row with too many fields stop the
     source with a one-line error naming the file and the fix: these layouts are written by
     programs, so a bad row means a damaged file, not one odd record.
     """
-    if not path.exists():
+    if not os.path.exists(path):
         raise PipelineError(f"{path}: metadata CSV not found; check the source path in params.yaml")
     try:
-        for i, row in iter_csv(path, required):
+        for i, row in iter_csv(path, required, limit):
             if isinstance(row, CsvRowProblem):
                 raise row
             yield i, row
     except CsvRowProblem as exc:
         raise PipelineError(f"{path}: {exc.detail}") from None
+    except FileProblem as exc:
+        raise PipelineError(f"{exc.detail}; check the source path in params.yaml") from None
     except csv.Error as exc:
         raise PipelineError(f"{path}: not a readable CSV ({exc}); check quoting") from None

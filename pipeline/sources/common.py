@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.rejects import Reject
+from pipeline.safeio import FileProblem, read_regular
 from pipeline.sources.base import CsvRowProblem, SourceAdapter, iter_csv
 
 
@@ -34,37 +36,61 @@ def csv_rows(adapter: SourceAdapter, path: Path, required: list[str]) -> Iterato
     a missing column says which delimiter the file seems to use when it is not a comma.
     """
     name = rel(adapter, path)
-    if not path.is_file():
+    if not os.path.lexists(path):   # never raises, unlike Path.exists on a name too long
         yield adapter.reject(name, "source_file_unreadable", f"{name} not found", str(path))
         return
     try:
-        for i, row in iter_csv(path, required):
+        for i, row in iter_csv(path, required, adapter.max_file_bytes):
             if isinstance(row, CsvRowProblem):
-                yield adapter.reject(f"{name}:{i}", row.reason, row.detail, str(path))
+                yield adapter.reject(f"{name}:{row.line}", row.reason, row.detail, str(path))
                 continue
             yield i, {k: v.strip() for k, v in row.items()}
     except CsvRowProblem as exc:
         yield adapter.reject(name, exc.reason, exc.detail, str(path))
-    except (OSError, csv.Error) as exc:
+    except FileProblem as exc:
+        yield file_reject(adapter, name, exc, str(path))
+    except (OSError, csv.Error, UnicodeError) as exc:
         yield adapter.reject(name, "source_file_unreadable", f"{name}: {exc}", str(path))
+
+
+def file_reject(adapter: SourceAdapter, name: str, problem: FileProblem, path: str) -> Reject:
+    """The reject for a metadata file :mod:`pipeline.safeio` refused: its own code for a FIFO or
+    device (``file_not_regular``) or an oversized file (``file_too_large``), else unreadable."""
+    reason = problem.reason if problem.reason in ("file_not_regular", "file_too_large") else "source_file_unreadable"
+    return adapter.reject(name, reason, f"{name}: {problem.detail}", path)
+
+
+def read_text(adapter: SourceAdapter, path: Path) -> str:
+    """A metadata file's text (UTF-8, BOM allowed), through :func:`pipeline.safeio.read_regular`.
+
+    Raises :class:`~pipeline.safeio.FileProblem`; bytes that are not UTF-8 are replaced (the
+    JSON/transcript parsers then see the damage and say where)."""
+    return read_regular(path, adapter.max_file_bytes).decode("utf-8-sig", errors="replace")
 
 
 def read_json(adapter: SourceAdapter, path: Path) -> object | Reject:
     """The parsed JSON document, or a ``source_file_unreadable`` reject."""
     name = rel(adapter, path)
     try:
-        return json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
+        return json.loads(read_text(adapter, path))
+    except FileProblem as exc:
+        return file_reject(adapter, name, exc, str(path))
     except OSError as exc:
         return adapter.reject(name, "source_file_unreadable", f"cannot read {name}: {exc.strerror or exc}", str(path))
     except ValueError as exc:
         return adapter.reject(name, "source_file_unreadable", f"{name} is not valid JSON: {exc}", str(path))
+    except RecursionError:
+        return adapter.reject(name, "source_file_unreadable", f"{name}: JSON nested too deeply to read", str(path))
 
 
 def jsonl_rows(adapter: SourceAdapter, path: Path) -> Iterator[tuple[int, dict] | Reject]:
     """(line, object) per JSON Lines row; an unparsable line or a non-object is a reject of its own."""
     name = rel(adapter, path)
     try:
-        lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+        lines = read_text(adapter, path).splitlines()
+    except FileProblem as exc:
+        yield file_reject(adapter, name, exc, str(path))
+        return
     except OSError as exc:
         yield adapter.reject(name, "source_file_unreadable", f"cannot read {name}: {exc.strerror or exc}", str(path))
         return
@@ -75,6 +101,10 @@ def jsonl_rows(adapter: SourceAdapter, path: Path) -> Iterator[tuple[int, dict] 
             obj = json.loads(line)
         except ValueError as exc:
             yield adapter.reject(f"{name}:{i}", "record_malformed", f"{name} line {i} is not valid JSON: {exc}", str(path))
+            continue
+        except RecursionError:
+            yield adapter.reject(f"{name}:{i}", "record_malformed", f"{name} line {i}: JSON nested too deeply",
+                                 str(path))
             continue
         if not isinstance(obj, dict):
             yield adapter.reject(f"{name}:{i}", "record_malformed", f"{name} line {i} is not a JSON object", str(path))

@@ -12,6 +12,7 @@ COLUMNS = ["record_id", "image_path", "caption", "source", "source_type", "licen
 
 class DemoAdapter(SourceAdapter):
     kind = "demo"
+    path_options = ("records_csv",)
     options_spec = {"records_csv": (str, "records.csv")}
 
     def records(self) -> Iterator[SourceRecord | Reject]:

@@ -13,6 +13,7 @@ of the release is often re-saved by a spreadsheet. Filenames stay relative to th
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Iterator
 
@@ -26,11 +27,12 @@ DEFAULT_CSVS = ["Derm1M_v2_pretrain.csv", "Derm1M_v2_validation.csv"]
 
 class Derm1MReleaseAdapter(SourceAdapter):
     kind = "derm1m_release"
+    path_options = ("csv_files", "image_root")
     options_spec = {"csv_files": (list, DEFAULT_CSVS), "image_root": (str, "."), "licence": (str, "CC BY-NC 4.0")}
 
     def records(self) -> Iterator[SourceRecord | Reject]:
         csvs = [self.root / c for c in self.options["csv_files"]]
-        present = [c for c in csvs if c.exists()]
+        present = [c for c in csvs if os.path.exists(c)]
         if not present:
             raise PipelineError(f"source {self.name!r}: none of {self.options['csv_files']} found in {self.root}")
         seen: dict[str, int] = {}

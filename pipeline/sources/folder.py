@@ -33,6 +33,7 @@ def list_images(root: Path) -> list[str]:
 
 class ImageFolderAdapter(SourceAdapter):
     kind = "folder"
+    path_options = ("captions_csv",)
     options_spec = {
         "captions_csv": (str, ""),
         "label_template": (str, "A clinical photograph of {label}."),

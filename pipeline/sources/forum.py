@@ -49,9 +49,14 @@ class ForumAdapter(SourceAdapter):
     def records(self) -> Iterator[SourceRecord | Reject]:
         root = self.root.resolve()
         for path in sorted(self.root.glob(self.options["threads"])):
-            if not path.is_file() or root not in path.resolve().parents:
+            try:
+                inside = root in path.resolve().parents
+            except (RuntimeError, OSError):   # a symbolic link loop
+                yield self.reject(rel(self, path), "path_invalid", f"{rel(self, path)}: a symbolic link loop", rel(self, path))
                 continue
-            doc = read_json(self, path)
+            if path.is_dir() or not inside:
+                continue
+            doc = read_json(self, path)   # a FIFO or device is file_not_regular, never opened for reading
             if isinstance(doc, Reject):
                 yield doc
                 continue
@@ -81,17 +86,26 @@ class ForumAdapter(SourceAdapter):
             if not isinstance(images, list):
                 yield self.reject(pid, "record_malformed", "images must be a list of paths", fname)
                 images = []
-            body = text(post.get("body"))
+            body_ok = isinstance(post.get("body"), (str, int, float, type(None))) and not isinstance(post.get("body"), bool)
+            body = text(post.get("body")) if body_ok else ""
             reply_texts = []
             for k, reply in enumerate(replies):
                 if isinstance(reply, dict) and reply.get("images"):
                     stack.append((reply, f"{pid}.{k}"))
+                elif isinstance(reply, dict) and isinstance(reply.get("body"), (dict, list, bool)):
+                    continue   # a reply body that is not text adds nothing to the caption (the reply is no record)
                 elif isinstance(reply, dict):
                     if text(reply.get("body")):
                         reply_texts.append(text(reply.get("body")))
                 else:
                     yield self.reject(f"{pid}.{k}", "record_malformed", "a reply must be a JSON object", fname)
             if not images:
+                continue
+            if not body_ok:   # an object or list as the body would become a caption like "{'text': ...}"
+                for k, image in enumerate(images):
+                    yield self.reject(f"{pid}/{text(image) if isinstance(image, str) else f'image-{k}'}",
+                                      "record_malformed", f"the post's body is a JSON {type(post['body']).__name__}, "
+                                      "not text", fname)
                 continue
             parts = [body] + ([f"Reply: {r}" for r in reply_texts] if self.options["include_replies"] else [])
             caption = " ".join(p for p in parts if p)

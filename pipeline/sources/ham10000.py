@@ -36,7 +36,7 @@ def ham_caption(dx: str, dx_type: str, age: str, sex: str, localization: str) ->
     who = ""
     try:
         years = int(float(age))
-    except ValueError:
+    except (ValueError, OverflowError):   # "", "n/a", "1e999" (infinite), "nan"
         years = None
     noun = {"male": "man", "female": "woman"}.get(sex)
     if years is not None and noun:
@@ -50,6 +50,7 @@ def ham_caption(dx: str, dx_type: str, age: str, sex: str, localization: str) ->
 
 class HAM10000Adapter(SourceAdapter):
     kind = "ham10000"
+    path_options = ("metadata_csv", "image_dir")
     options_spec = {
         "metadata_csv": (str, "HAM10000_metadata.csv"),
         "image_dir": (str, "images"),

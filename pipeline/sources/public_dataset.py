@@ -43,6 +43,7 @@ group. An empty age is not an error (the caption leaves the age out).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from pipeline.errors import ConfigError
@@ -104,6 +105,7 @@ def skin_type_text(roman: str | None) -> str:
 
 class PublicDatasetAdapter(SourceAdapter):
     kind = "public_dataset"
+    path_options = ("metadata_csv", "image_dir")
     options_spec = {
         "layout": (str, None),
         "metadata_csv": (str, ""),
@@ -123,7 +125,7 @@ class PublicDatasetAdapter(SourceAdapter):
     def _image(self, rid: str, relpath: str) -> str | Reject:
         """``relpath`` under the image dir, case-checked against the files on disk."""
         path = f"{self.options['image_dir']}/{relpath}".lstrip("/") if self.options["image_dir"] else relpath
-        if (self.root / path).exists():
+        if os.path.exists(self.root / path):   # never raises (a name too long is just absent)
             return path
         if self._lower is None:
             self._lower = {}
@@ -213,7 +215,7 @@ class PublicDatasetAdapter(SourceAdapter):
         caption = clinical(ham_caption(PAD_UFES_NAMES.get(code.upper(), code), how, row.get("age", ""), sex, site))
         try:
             roman = ROMAN.get(str(int(float(row.get("fitspatrick", "")))))
-        except ValueError:
+        except (ValueError, OverflowError):   # "", "n/a", "1e999" (infinite), "nan"
             roman = None
         yield self._record(img, img, caption + skin_type_text(roman), code, patient)
 

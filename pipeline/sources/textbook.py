@@ -22,6 +22,7 @@ from pipeline.sources.common import csv_rows
 
 class TextbookAdapter(SourceAdapter):
     kind = "textbook"
+    path_options = ("captions_csv",)
     options_spec = {"captions_csv": (str, "captions.csv"), "licence": (str, ""), "source_type": (str, "edu")}
 
     def records(self) -> Iterator[SourceRecord | Reject]:

@@ -33,8 +33,9 @@ import webvtt
 
 from pipeline.errors import ConfigError
 from pipeline.rejects import Reject
+from pipeline.safeio import FileProblem
 from pipeline.sources.base import SourceAdapter, SourceRecord
-from pipeline.sources.common import csv_rows, read_json, text
+from pipeline.sources.common import csv_rows, file_reject, read_json, read_text, text
 
 FRAME_NAME = re.compile(r"^frame_(?P<ts>[^/]*)\.(?:jpe?g|png|webp)$", re.IGNORECASE)
 TRANSCRIPTS = ("transcript.vtt", "transcript.srt", "transcript.json")
@@ -56,10 +57,18 @@ def parse_timestamp(value: str) -> float | None:
     return seconds
 
 
-def read_transcript(path: Path) -> list[tuple[float, float, str]]:
-    """(start, end, text) cues of a VTT, SRT or JSON-segments transcript; raises ValueError if unparsable."""
+def read_transcript(path: Path, content: str | None = None) -> list[tuple[float, float, str]]:
+    """(start, end, text) cues of a VTT, SRT or JSON-segments transcript; raises ValueError if unparsable.
+
+    ``content`` is the file's text when the caller read it already (the adapter does, through
+    :func:`pipeline.safeio.read_regular`, so a FIFO or a huge file is never opened here)."""
+    if content is None:
+        content = path.read_text(encoding="utf-8-sig")
     if path.suffix == ".json":
-        doc = json.loads(path.read_text(encoding="utf-8-sig"))
+        try:
+            doc = json.loads(content)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
         segments = doc.get("segments") if isinstance(doc, dict) else doc
         if not isinstance(segments, list):
             raise ValueError("expected a list of segments or {\"segments\": [...]}")
@@ -72,7 +81,8 @@ def read_transcript(path: Path) -> list[tuple[float, float, str]]:
                 raise ValueError(f"segment {i}: needs numeric start/end and text ({exc})") from None
         return cues
     try:
-        captions = webvtt.from_srt(str(path)) if path.suffix == ".srt" else webvtt.read(str(path))
+        lines = content.splitlines()
+        captions = webvtt.from_buffer(lines, format="srt" if path.suffix == ".srt" else "vtt")
         # start_in_seconds drops the milliseconds (webvtt-py 0.6): a cue at 12.9 s would read as 12 s
         return [(c.start_time.in_milliseconds() / 1000, c.end_time.in_milliseconds() / 1000, " ".join(c.text.split()))
                 for c in captions]
@@ -108,7 +118,7 @@ class VideoAdapter(SourceAdapter):
     def _video(self, folder: Path) -> Iterator[SourceRecord | Reject]:
         vid = folder.name
         meta: dict = {}
-        if (folder / "video.json").exists():
+        if (folder / "video.json").exists() or (folder / "video.json").is_symlink():
             doc = read_json(self, folder / "video.json")
             if isinstance(doc, Reject):
                 yield doc
@@ -118,12 +128,15 @@ class VideoAdapter(SourceAdapter):
                                   f"{vid}/video.json")
                 return
             meta = doc
-        transcript = next((folder / t for t in TRANSCRIPTS if (folder / t).exists()), None)
+        transcript = next((folder / t for t in TRANSCRIPTS if (folder / t).exists() or (folder / t).is_symlink()), None)
         if transcript is None:
             yield self.reject(vid, "source_file_unreadable", f"{vid}: no {' / '.join(TRANSCRIPTS)}", vid)
             return
         try:
-            cues = read_transcript(transcript)
+            cues = read_transcript(transcript, read_text(self, transcript))
+        except FileProblem as exc:
+            yield file_reject(self, f"{vid}/{transcript.name}", exc, f"{vid}/{transcript.name}")
+            return
         except (OSError, ValueError) as exc:
             yield self.reject(f"{vid}/{transcript.name}", "source_file_unreadable",
                               f"{vid}/{transcript.name} cannot be parsed: {exc}", f"{vid}/{transcript.name}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from pipeline.csvsafe import neutralise_frame
 from pipeline.errors import PipelineError
 from pipeline.executor import imap_ordered, map_ordered
 from pipeline.params import section
@@ -143,6 +144,6 @@ def annotate_csv(input_path: Path, output_path: Path, ontology: str | None, para
         for col in RELEASE_COLUMNS:
             out[col] = [r[col] for r in rows]
         with atomic_path(output_path) as tmp:
-            out.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+            neutralise_frame(out).to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
         result.rows_in = result.rows_out = len(out)
     return result

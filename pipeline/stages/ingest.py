@@ -12,11 +12,12 @@ import functools
 from pathlib import Path
 
 from pipeline import ids
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, show
 from pipeline.executor import make_executor
 from pipeline.images.decode import DEFAULT_MAX_ASPECT_RATIO, ImageInfo, ImageProblem, validate_image
 from pipeline.params import section
 from pipeline.rejects import Reject
+from pipeline.safeio import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_METADATA_BYTES
 from pipeline.sources import ADAPTERS, SourceAdapter, SourceRecord
 from pipeline.stages import StageResult, Timer
 from pipeline.tables import atomic_dir, write_table
@@ -24,32 +25,85 @@ from pipeline.text.filters import CaptionFilterChain, FilterResult
 
 
 def build_adapters(params: dict) -> list[SourceAdapter]:
-    """One adapter per ``ingest.sources`` entry, checked (unique names, known adapter kinds)."""
+    """One adapter per ``ingest.sources`` entry, checked (unique names, known adapter kinds).
+
+    Every problem with an entry is a one-line :class:`ConfigError` naming the entry: a
+    ``name``/``adapter``/``path`` that is not text (a list, a mapping, a number, null), an
+    unknown adapter, a duplicate name, and whatever the adapter's own option checks raise; a
+    type error from an option of an unexpected shape becomes one too, never a traceback.
+    """
     cfg = section(params, "ingest", {"sources": list})
     adapters = []
     names = set()
     for i, src in enumerate(cfg["sources"]):
+        where = f"params.yaml: ingest.sources[{i}]"
         if not isinstance(src, dict) or not {"name", "adapter", "path"} <= set(src):
-            raise ConfigError(f"params.yaml: ingest.sources[{i}] needs name, adapter and path")
+            raise ConfigError(f"{where} needs name, adapter and path (got {show(src)}); fix the entry")
+        for key in ("name", "adapter", "path"):
+            if not isinstance(src[key], str) or not src[key].strip():
+                raise ConfigError(f"{where}.{key} must be a non-empty text, got {type(src[key]).__name__} "
+                                  f"{show(src[key])}; fix the value")
+        if "\x00" in src["path"]:
+            raise ConfigError(f"{where}.path holds a NUL character ({show(src['path'])}); fix the value")
         if src["adapter"] not in ADAPTERS:
-            raise ConfigError(f"params.yaml: ingest.sources[{i}].adapter {src['adapter']!r} unknown; one of {sorted(ADAPTERS)}")
+            raise ConfigError(f"{where}.adapter {show(src['adapter'])} unknown; valid: one of {sorted(ADAPTERS)}")
         if src["name"] in names:
-            raise ConfigError(f"params.yaml: ingest source name {src['name']!r} used twice")
+            raise ConfigError(f"params.yaml: ingest source name {show(src['name'])} used twice; fix: give each a "
+                              "name of its own")
         names.add(src["name"])
         options = {k: v for k, v in src.items() if k not in ("name", "adapter", "path")}
-        adapters.append(ADAPTERS[src["adapter"]](src["name"], src["path"], options))
+        try:
+            adapter = ADAPTERS[src["adapter"]](src["name"], src["path"], options)
+            adapter.max_file_bytes = int(params["ingest"].get("max_metadata_bytes", DEFAULT_MAX_METADATA_BYTES))
+            adapters.append(adapter)
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+            raise ConfigError(f"{where} ({show(src['name'])}): invalid option value ({exc.__class__.__name__}: "
+                              f"{show(str(exc))}); fix the entry") from None
     return adapters
 
 
 def confine(root: Path, relpath: str) -> Path | None:
-    """The file's path under ``root``, or None if the path (or a symlink) escapes the root."""
-    if not relpath or Path(relpath).is_absolute() or "\x00" in relpath:
+    """The file's path under ``root``, or None if the path (or a symlink) escapes the root.
+
+    Raises :class:`BadPath` for a path that cannot name a file at all (a NUL byte, a symbolic
+    link loop, a name too long): that is ``path_invalid``, not an escape."""
+    if not relpath:
+        return None
+    if "\x00" in relpath:
+        raise BadPath(f"{relpath!r} holds a NUL byte")
+    if Path(relpath).is_absolute():
         return None
     root_real = root.resolve()
-    target = (root / relpath).resolve()
+    try:
+        target = (root / relpath).resolve()
+    except RuntimeError as exc:   # Python 3.11: "Symlink loop from ..."
+        raise BadPath(f"{relpath!r}: {exc}") from None
+    except OSError as exc:
+        raise BadPath(f"{relpath!r}: {exc.strerror or exc}") from None
     if target != root_real and root_real not in target.parents:
         return None
     return root / relpath
+
+
+class BadPath(ValueError):
+    """A record's path that cannot name a file (``path_invalid``)."""
+
+
+def undecodable_field(rec: SourceRecord) -> str | None:
+    """The first text field of ``rec`` holding a lone surrogate, or None.
+
+    Why: a file name in another encoding (read with ``surrogateescape``) or a JSON ``"\\ud800"``
+    becomes a str that cannot be written as UTF-8, so the tables would fail at the end of the
+    run; the record is rejected (``encoding_invalid``) instead, and the run goes on."""
+    for name in ("record_id", "image_relpath", "caption", "context", "licence", "source_label", "group_key",
+                 "source_type", "language"):
+        value = getattr(rec, name)
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return name
+    return None
 
 
 def run(params: dict) -> StageResult:
@@ -67,7 +121,18 @@ def run(params: dict) -> StageResult:
                 if isinstance(rec, Reject):
                     rejects.append(rec)
                     continue
-                path = confine(adapter.root, rec.image_relpath)
+                bad_field = undecodable_field(rec)
+                if bad_field:
+                    rejects.append(adapter.reject(rec.record_id, "encoding_invalid",
+                                                  f"{bad_field} holds text that is not valid Unicode (a file name in "
+                                                  "another encoding, or a lone surrogate escape); rename the file or "
+                                                  "fix the text", rec.image_relpath))
+                    continue
+                try:
+                    path = confine(adapter.root, rec.image_relpath)
+                except BadPath as exc:
+                    rejects.append(adapter.reject(rec.record_id, "path_invalid", str(exc), rec.image_relpath))
+                    continue
                 pid = ids.pair_id(rec.source, rec.record_id, rec.caption_index)
                 if path is None:
                     rejects.append(adapter.reject(rec.record_id, "path_outside_root",
@@ -87,7 +152,8 @@ def run(params: dict) -> StageResult:
         # Validate each distinct file once, in parallel, in a deterministic order.
         unique_paths = sorted({str(a[1]) for a in accepted})
         check = functools.partial(validate_image, max_pixels=cfg["max_image_pixels"], min_side=cfg["min_side"],
-                                  max_aspect_ratio=float(cfg.get("max_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO)))
+                                  max_aspect_ratio=float(cfg.get("max_aspect_ratio", DEFAULT_MAX_ASPECT_RATIO)),
+                                  max_bytes=int(cfg.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)))
         with make_executor(params, cfg["workers"]) as ex:
             checked = ex.map(check, unique_paths, "validate images", "img", inputs=[str(a.root) for a in adapters])
         infos = dict(zip(unique_paths, checked, strict=True))

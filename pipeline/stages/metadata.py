@@ -10,6 +10,7 @@ import csv
 from pathlib import Path
 
 from pipeline.corpus import join_corpus
+from pipeline.csvsafe import neutralise_frame
 from pipeline.params import section
 from pipeline.stages import StageResult, Timer
 from pipeline.tables import atomic_dir, load_schema, read_table, write_table
@@ -32,7 +33,7 @@ def run(params: dict) -> StageResult:
         table = frame[load_schema("metadata").names]
         with atomic_dir(out) as tmp:   # the table and its CSV export appear together or not at all
             write_table(table, "metadata", tmp / "metadata.parquet")
-            table.sort_values("pair_id")[RELEASE_CSV_COLUMNS].to_csv(tmp / "derm1m_release.csv", index=False,
-                                                                     quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+            release = neutralise_frame(table.sort_values("pair_id")[RELEASE_CSV_COLUMNS])   # no formula cells
+            release.to_csv(tmp / "derm1m_release.csv", index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
         result.rows_out = len(table)
     return result

@@ -153,13 +153,18 @@ class HtmlCleaner(CaptionFilter):
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200d\u2060\ufeff\ufffe]")
+# Bidirectional embedding/override/isolate controls: invisible, they make a caption display in
+# another order than it is stored ("Trojan Source"), so what a reviewer reads is not what is trained on.
+_BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 
 
 class ControlCharCleaner(CaptionFilter):
-    """Control, zero-width and soft-hyphen characters out, Unicode NFC, whitespace collapsed.
+    """Control, zero-width, soft-hyphen and bidi-override characters out, Unicode NFC, whitespace collapsed.
 
     They come from PDFs and web pages, are invisible when a person reads the caption, and split
-    or glue tokens for the text tower. NFC (not NFKC) so "µm", "²" and "×" keep their meaning.
+    or glue tokens for the text tower; bidi overrides (U+202A-U+202E, U+2066-U+2069) also make
+    the caption display in another order than it is stored. NFC (not NFKC) so "µm", "²" and
+    "×" keep their meaning.
     """
 
     name = "control_chars"
@@ -167,7 +172,7 @@ class ControlCharCleaner(CaptionFilter):
     def __call__(self, doc: Caption) -> None:
         text = doc.text
         if not text.isascii():
-            text = unicodedata.normalize("NFC", text)
+            text = _BIDI.sub("", unicodedata.normalize("NFC", text))
         doc.text = _SPACE.sub(" ", _CONTROL.sub(" ", text)).strip()
 
 

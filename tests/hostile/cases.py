@@ -466,5 +466,10 @@ CASES: list[Case] = [
 ]
 
 
+from .round2 import ROUND2  # noqa: E402  (round 2 builds on the helpers above)
+
+CASES += ROUND2
+
+
 def by_kind(kind: str) -> list[Case]:
     return [c for c in CASES if c.kind == kind]
