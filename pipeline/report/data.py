@@ -202,7 +202,7 @@ LEAKAGE_CHECKS: tuple[tuple[str, str, str], ...] = (
      "select count(*) from duplicate_edges e join clusters a on a.image_id = e.image_id_a "
      "join clusters b on b.image_id = e.image_id_b join splits sa on sa.cluster_id = a.cluster_id "
      "join splits sb on sb.cluster_id = b.cluster_id where sa.split <> sb.split"),
-    ("benchmark matches in train", "a train pair whose image lies within the radius of a benchmark image",
+    ("benchmark matches in train", "a train pair whose image is a verified copy of a benchmark image",
      "select count(*) from metadata m join benchmark_matches b on b.image_id in (m.image_id, m.canonical_image_id) "
      "where m.split = 'train'"),
     ("decontaminated images in the corpus", "an image removed for a benchmark match still in the metadata",
