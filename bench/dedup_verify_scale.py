@@ -56,18 +56,20 @@ def draw(n: int, groups: int, copies: int, seed: int) -> tuple[np.ndarray, ...]:
     full = rng.integers(0, 2**63, n, dtype=np.int64).view(np.uint64)
     windows = rng.integers(0, 2**63, (n, len(WINDOWS)), dtype=np.int64).view(np.uint64)
     thumbs = np.empty((n, THUMB, THUMB), dtype=np.uint8)
-    for lo in range(0, n, 65536):   # smooth-ish random texture: 12x12 noise upsampled x4, plus grain
-        m = min(n, lo + 65536) - lo
+    for lo in range(0, n, 8192):   # smooth-ish random texture: 12x12 noise upsampled x4, plus grain
+        m = min(n, lo + 8192) - lo
         coarse = rng.integers(40, 216, (m, 12, 12), dtype=np.int16).repeat(4, 1).repeat(4, 2)
-        thumbs[lo:lo + m] = np.clip(coarse + rng.integers(-20, 21, (m, THUMB, THUMB)), 0, 255)
+        thumbs[lo:lo + m] = np.clip(coarse + rng.integers(-20, 21, (m, THUMB, THUMB), dtype=np.int16), 0, 255)
     origin = np.arange(n)
     originals = rng.choice(n_orig, groups, replace=False)
     k = n_orig
     for c in range(copies):
         idx = np.arange(k, k + groups)
         origin[idx] = originals
-        thumbs[idx] = np.clip(thumbs[originals].astype(np.int16) + rng.integers(-6, 7, (groups, THUMB, THUMB)),
-                              0, 255)
+        for lo in range(0, groups, 8192):   # in slices: the drawing must not set the peak it measures
+            sl = slice(lo, min(groups, lo + 8192))
+            noise = rng.integers(-6, 7, (sl.stop - sl.start, THUMB, THUMB), dtype=np.int16)
+            thumbs[idx[sl]] = np.clip(thumbs[originals[sl]].astype(np.int16) + noise, 0, 255)
         if c % 3 == 2:   # a crop: its whole-image hash near a window of the original
             full[idx] = flip_bits(rng, windows[originals, 1], 6)
             thumbs[idx] = _crop_thumbs(thumbs[originals], WINDOWS[1])
