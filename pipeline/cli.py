@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "64-bit pHashes (default 12); every candidate is then verified")
     fd.add_argument("--window-radius", type=int, default=6, help="candidates: max distance between a whole image "
                     "and a centred window of the other, i.e. crops (default 6)")
+    fd.add_argument("--mirror", action="store_true", help="also match left-right mirror images (as dedup.mirror)")
     fd.add_argument("--dermoscopic", action="store_true", help="judge every pair by the dermoscopic policy "
                     "(no occlusion check: different lesions under one dermatoscope differ only in a few cells)")
     fd.add_argument("--output", required=True, metavar="OUT.csv", help="CSV to write")

@@ -271,3 +271,24 @@ def test_cross_matches_agree_with_edges_inside_one_set(corpus) -> None:
     cross = verified_matches(Descriptors.of(query), Descriptors.of(target), MatchConfig())
     got = {(names[split + a], names[b]) for a, b in zip(cross.a, cross.b, strict=True)}
     assert got == {(n, "original") for n in names[split:]}
+
+
+def test_find_duplicates_against_finds_verified_crops_and_mirrors(tmp_path: Path) -> None:
+    """The standalone command runs the same matching: a benchmark crop matches, a mirrored copy
+    only with --mirror, an unrelated look-alike never."""
+    from pipeline.cli import main
+    own, bench = tmp_path / "own", tmp_path / "bench"
+    own.mkdir()
+    bench.mkdir()
+    photo(501).save(own / "a.jpg", quality=90)
+    photo(502).save(own / "b.jpg", quality=90)
+    crop(photo(501), 0.1).save(bench / "crop_of_a.jpg", quality=85)
+    ImageOps.mirror(photo(502)).save(bench / "mirror_of_b.jpg", quality=85)
+    photo(503).save(bench / "other.jpg", quality=85)
+    for flags, expected in (([], {("a.jpg", "crop_of_a.jpg")}),
+                            (["--mirror"], {("a.jpg", "crop_of_a.jpg"), ("b.jpg", "mirror_of_b.jpg")})):
+        out = tmp_path / f"out{len(flags)}.csv"
+        assert main(["find-duplicates", str(own), "--against", str(bench), "--output", str(out), *flags]) == 0
+        rows = pd.read_csv(out)
+        assert {(Path(p).name, Path(b).name) for p, b in zip(rows["path"], rows["benchmark_path"], strict=True)} == expected
+        assert (rows["score"] >= 0.84).all()

@@ -49,9 +49,10 @@ def _scan(dirs: list[Path]) -> list[tuple[str, int]]:
 
 
 def _hash(paths: list[str], method: str, workers: int, rejects: list[tuple[str, str, str]],
-          desc: str) -> tuple[list[str], list[HashedImage]]:
+          desc: str, mirror: bool = False) -> tuple[list[str], list[HashedImage]]:
     ok_paths, ok = [], []
-    for path, h in zip(paths, hash_paths(paths, method, workers, desc, sha256=True, views=True), strict=True):
+    hashed = hash_paths(paths, method, workers, desc, mirror=mirror, sha256=True, views=True)
+    for path, h in zip(paths, hashed, strict=True):
         if isinstance(h, ImageProblem):
             rejects.append((path, h.reason, h.detail))
         else:
@@ -115,18 +116,18 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict] | list[tuple]) -
 
 def find_duplicates(dirs: list[Path], radius: int, output: Path, against: Path | None = None,
                     method: str = "fast", workers: int = 0, window_radius: int = 6,
-                    dermoscopic: bool = False) -> dict:
+                    dermoscopic: bool = False, mirror: bool = False) -> dict:
     """Run the check and write ``output`` (and ``<output>.rejects.csv`` if files failed); a summary."""
     for name, r in (("--radius", radius), ("--window-radius", window_radius)):
         if not 0 <= r <= 31:
             raise PipelineError(f"{name} must be between 0 and 31 for 64-bit hashes, got {r}")
-    match = MatchConfig(radius=radius, window_radius=window_radius)
+    match = MatchConfig(radius=radius, window_radius=window_radius, mirror=mirror)
     label = check_method(method)
     if against is not None and not against.exists():
         raise PipelineError(f"--against {against}: no such folder or CSV")
     files = _scan(dirs)
     rejects: list[tuple[str, str, str]] = []
-    paths, hashed = _hash([p for p, _ in files], method, workers, rejects, "phash")
+    paths, hashed = _hash([p for p, _ in files], method, workers, rejects, "phash", mirror)
     rank_of = dict(files)
     summary = {"images": len(files), "hashed": len(paths), "rejected": 0, "rows": 0, "output": str(output)}
     if against is None:
@@ -139,7 +140,7 @@ def find_duplicates(dirs: list[Path], radius: int, output: Path, against: Path |
             bench_list = benchmark_files(bench)
         except PipelineError as exc:
             raise PipelineError(f"--against: {exc}") from None
-        bench_paths, bench_hashed = _hash(bench_list, method, workers, rejects, "phash benchmark")
+        bench_paths, bench_hashed = _hash(bench_list, method, workers, rejects, "phash benchmark", mirror)
         rows = against_rows(paths, hashed, bench_paths, bench_hashed, match, label, dermoscopic)
         _write_csv(output, AGAINST_COLUMNS, rows)
         summary["benchmark_images"] = len(bench_paths)
@@ -158,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
     """CLI entry: run, print one summary line on stderr; user errors raise PipelineError (exit 2)."""
     s = find_duplicates([Path(d) for d in args.dirs], args.radius, Path(args.output),
                         Path(args.against) if args.against else None, args.hash_method, args.workers,
-                        args.window_radius, args.dermoscopic)
+                        args.window_radius, args.dermoscopic, args.mirror)
     what = (f"{s['rows']} images in {s['clusters']} duplicate clusters" if args.against is None
             else f"{s['rows']} images that are verified copies of {s['benchmark_images']} benchmark images")
     bad = f"; {s['rejected']} files could not be read (reasons in {s['rejects']})" if s["rejected"] else ""
