@@ -16,7 +16,7 @@ An edge records how it was found (window, mirror, pHash distance) and how it was
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,14 +79,20 @@ class Edges:
         return len(self.a)
 
 
-def _verify(desc: Descriptors, cand: Candidates, cfg: MatchConfig, dermoscopic: np.ndarray) -> Edges:
-    """Verify candidate rows and keep the best accepted row of each unordered pair."""
+def _verify(thumbs_of: Callable[[np.ndarray], np.ndarray], cand: Candidates, cfg: MatchConfig,
+            dermoscopic: np.ndarray) -> Edges:
+    """Verify candidate rows and keep the best accepted row of each unordered pair.
+
+    Only the images that appear in a candidate are gathered (``thumbs_of(sorted indices)``) and
+    get a whole-image view: in a large corpus most images have no candidate at all."""
     windows = [FULL, *WINDOWS]
     policy_of = (dermoscopic[cand.a] | dermoscopic[cand.b]).astype(np.int64)
     if len(cand):
-        accepted, check, score = verify(desc.thumbs, whole_views(desc.thumbs), cand.a, cand.b,
-                                        [windows[w] for w in cand.window], cand.mirror,
-                                        [cfg.clinical, cfg.dermoscopic], policy_of)
+        involved = np.unique(np.r_[cand.a, cand.b])
+        thumbs = thumbs_of(involved)
+        accepted, check, score = verify(thumbs, whole_views(thumbs), np.searchsorted(involved, cand.a),
+                                        np.searchsorted(involved, cand.b), [windows[w] for w in cand.window],
+                                        cand.mirror, [cfg.clinical, cfg.dermoscopic], policy_of)
     else:
         accepted, check, score = (np.zeros(0, dtype=bool), np.zeros(0, dtype=object), np.zeros(0, dtype=np.float32))
     keep = np.flatnonzero(accepted)
@@ -106,7 +112,7 @@ def verified_edges(desc: Descriptors, cfg: MatchConfig, dermoscopic: np.ndarray 
     are the caller's business). ``dermoscopic`` flags images judged by the dermoscopic policy."""
     derm = np.zeros(len(desc), dtype=bool) if dermoscopic is None else np.asarray(dermoscopic, dtype=bool)
     cand = find_candidates(desc.full, desc.windows, cfg.radius, cfg.window_radius, desc.mirror)
-    return _verify(desc, cand, cfg, derm)
+    return _verify(lambda idx: desc.thumbs[idx], cand, cfg, derm)
 
 
 def verified_matches(query: Descriptors, target: Descriptors, cfg: MatchConfig,
@@ -130,14 +136,13 @@ def verified_matches(query: Descriptors, target: Descriptors, cfg: MatchConfig,
         add(q, nq + t // k, t % k + 1, mirrored, d)
     t, q, d = pairs_between(target.full, query.windows.reshape(-1), cfg.window_radius)   # target is the crop
     add(nq + t, q // k, q % k + 1, False, d)
-    both = Descriptors(np.r_[query.full, target.full], np.r_[query.windows, target.windows], None,
-                       np.concatenate([query.thumbs, target.thumbs]))
     cand = Candidates(*(np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(5)))
     cand = Candidates(cand.a.astype(np.int64), cand.b.astype(np.int64), cand.window.astype(np.int64),
                       cand.mirror.astype(bool), cand.distance.astype(np.int8))
     derm = np.r_[np.zeros(nq, dtype=bool) if query_dermoscopic is None else np.asarray(query_dermoscopic, dtype=bool),
                  np.zeros(nt, dtype=bool) if target_dermoscopic is None else np.asarray(target_dermoscopic, dtype=bool)]
-    edges = _verify(both, cand, cfg, derm)
+    edges = _verify(lambda idx: np.concatenate([query.thumbs[idx[idx < nq]], target.thumbs[idx[idx >= nq] - nq]]),
+                    cand, cfg, derm)
     # Orient every edge as (query index, target index).
     qside = np.where(edges.a < nq, edges.a, edges.b)
     tside = np.where(edges.a < nq, edges.b, edges.a) - nq

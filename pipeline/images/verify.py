@@ -11,14 +11,14 @@ The check, per candidate pair (a, b) where b's window ``w`` matched a's whole im
 
 1. **Views.** Both thumbnails (:mod:`pipeline.images.views`) are resampled to 32x32: a whole,
    b through ``w`` (box filter; one pair of small matrices per window, applied to a whole batch
-   as two matrix products). Window scales are tried at x1, x0.95 and x1/0.95, and whole-image
-   pairs also as "a is b's centred 95%" and the reverse: a crop between two hashed window sizes
-   is still aligned to within a pixel.
+   as two matrix products). The hashed windows are 5% of a side apart (:mod:`views`), so a
+   centred crop is aligned to within a pixel. Whole-image views are computed once per image
+   (:func:`whole_views`, int8) and shared by all of its pairs.
 2. **Fine structure.** Each view is high-passed (minus its Gaussian blur, sigma 0.8 px) and
    standardised, so brightness, contrast, colour and JPEG changes drop out and smooth shapes
    shared by unrelated images (vignetting, a centred blob) weigh little.
-3. **Score.** Pearson correlation over the overlap, best over the scale variants and shifts of
-   -1..1 px. ``corr`` accepts when it reaches ``policy.corr``.
+3. **Score.** Pearson correlation over the overlap, best over shifts of -1..1 px (-2..2 px for
+   window pairs). ``corr`` accepts when it reaches ``policy.corr``.
 4. **Occlusion.** A burnt-in caption or watermark destroys the correlation where it sits. With
    ``policy.occlusion`` on, the best alignment is also scored per cell of a 4x4 grid, and a pair
    is accepted (check ``cells``) when all cells but ``policy.cells_ignored`` correlate at
@@ -39,8 +39,7 @@ import numpy as np
 from pipeline.images.views import FULL, THUMB, Window
 
 VIEW = 32                      # side of the compared views (pixels)
-SIGMA = 0.8                    # band-pass: view blurred by SIGMA_FINE minus view blurred by SIGMA (view pixels)
-SIGMA_FINE = 0.0               # (0: no fine blur, a plain high-pass)
+SIGMA = 0.8                    # high-pass: view minus its Gaussian blur of this sigma (view pixels)
 SHIFTS = tuple((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3))
 INT8_SCALE = 25.0             # whole-image views are stored as int8: standardised value x this
 GRID = 4                       # occlusion check: GRID x GRID cells
@@ -53,7 +52,7 @@ class Policy:
 
     corr: float                # high-pass correlation that accepts a pair
     occlusion: bool            # try the per-cell check when the correlation falls short
-    cell_corr: float = 0.6     # per-cell correlation a cell must reach ...
+    cell_corr: float = 0.7     # per-cell correlation a cell must reach ...
     cells_ignored: int = 4     # ... in all cells but this many (of GRID * GRID)
     corr_floor: float = 0.3    # and the whole-view correlation at least this
 
@@ -91,9 +90,8 @@ def _window_operators(window: Window) -> tuple[np.ndarray, np.ndarray]:
     x0, y0, x1, y1 = window.bounds()
     rx, ry = box_matrix(x0, x1), box_matrix(y0, y1)
     blur = _blur_matrix(VIEW, SIGMA)
-    fine = _blur_matrix(VIEW, SIGMA_FINE) if SIGMA_FINE > 0 else np.eye(VIEW)
-    right = np.concatenate([(fine @ rx).T, (blur @ rx).T], axis=1).astype(np.float32)
-    left = np.concatenate([(fine @ ry).T, (blur @ ry).T], axis=1).astype(np.float32)
+    right = np.concatenate([rx.T, (blur @ rx).T], axis=1).astype(np.float32)
+    left = np.concatenate([ry.T, (blur @ ry).T], axis=1).astype(np.float32)
     return right, left
 
 

@@ -6,7 +6,7 @@ unrelated dermoscopic images (a dark lesion in the middle of pink skin) are just
 hashing keeps, from the same reduced grey pixels it already decoded (nothing is decoded twice):
 
 * **window hashes**: pHashes of sub-windows of the image (:data:`WINDOWS`: centred windows of
-  90% and 80% of each side, and 85% windows in the four corners). A crop of an image is, pixel
+  95, 90, 85 and 80% of each side). A crop of an image is, pixel
   for pixel, one of its windows, so the crop's whole-image pHash lies close to the original's
   window pHash. These make *candidates*.
 * **a thumbnail**: :data:`THUMB` x :data:`THUMB` grey pixels of the whole image (squashed to a
@@ -37,29 +37,18 @@ class Window:
     scale: float
     ox: float = 0.0
     oy: float = 0.0
-    dx: float = 0.0      # extra shift of the whole window (fractions of the image; sub-pixel alignment)
-    dy: float = 0.0
 
     def bounds(self) -> tuple[float, float, float, float]:
         """(x0, y0, x1, y1) as fractions of the image's width and height."""
-        x0 = (1 - self.scale) / 2 * (1 + self.ox) + self.dx
-        y0 = (1 - self.scale) / 2 * (1 + self.oy) + self.dy
+        x0 = (1 - self.scale) / 2 * (1 + self.ox)
+        y0 = (1 - self.scale) / 2 * (1 + self.oy)
         return x0, y0, x0 + self.scale, y0 + self.scale
-
-    def moved(self, dx: float, dy: float) -> Window:
-        """The same window shifted by (dx, dy) fractions of the image."""
-        return Window(self.name, self.scale, self.ox, self.oy, self.dx + dx, self.dy + dy)
-
-    def scaled(self, factor: float) -> Window:
-        """The window with its scale times ``factor`` (at most the whole image), same anchor."""
-        return Window(self.name, min(1.0, self.scale * factor), self.ox, self.oy, self.dx, self.dy)
 
 
 FULL = Window("full", 1.0)
-# The windows hashed besides the whole image. Centred ones catch trimmed borders (the usual
-# crop when an image is reposted); corner ones catch a crop that keeps one corner.
+# The windows hashed besides the whole image: centred, 5% of a side apart, for trimmed borders
+# (the usual crop when an image is reposted).
 WINDOWS: tuple[Window, ...] = (Window("c95", 0.95), Window("c90", 0.90), Window("c85", 0.85), Window("c80", 0.80))
-WINDOW_BY_NAME: dict[str, Window] = {w.name: w for w in (FULL, *WINDOWS)}
 
 
 def window_pixels(grey: np.ndarray, window: Window) -> np.ndarray:

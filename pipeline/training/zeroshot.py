@@ -8,7 +8,6 @@ those samples are left out of the accuracy and reported as a count instead of si
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 from open_clip import build_zero_shot_classifier
-from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import PipelineError
-from pipeline.training.encode import Preprocess, batched, encode_images
-
-log = logging.getLogger(__name__)
+from pipeline.training.encode import Preprocess, encode_image_files
 
 NO_DIAGNOSIS = "no definitive diagnosis"
 MULTI_LABEL_SEP = ", "
@@ -156,28 +152,10 @@ def encode_benchmark(
         for path, label, split in zip(frame["image_path"], labels, splits, strict=True)
         if label in wanted
     ]
-    counts = {"n_rows": len(frame), "n_missing": 0, "n_unreadable": 0}
-    feats, kept_labels, kept_splits = [], [], []
-    for batch in batched(rows, batch_size):
-        images = []
-        for path, label, split in batch:
-            if not path.is_file():
-                counts["n_missing"] += 1
-                continue
-            try:
-                with Image.open(path) as im:
-                    images.append(im.convert("RGB"))
-            except (OSError, UnidentifiedImageError):
-                counts["n_unreadable"] += 1
-                continue
-            kept_labels.append(label)
-            kept_splits.append(split)
-        if images:
-            feats.append(encode_images(model, preprocess, images, device, batch_size))
-    if counts["n_missing"] or counts["n_unreadable"]:
-        log.warning("%s: skipped %d missing and %d unreadable image(s)", csv_path,
-                    counts["n_missing"], counts["n_unreadable"])  # fmt: skip
-    features = torch.cat(feats) if feats else torch.empty(0, 1)
+    features, kept, skipped = encode_image_files([path for path, _, _ in rows], model, preprocess, device, batch_size)
+    counts = {"n_rows": len(frame), **skipped}
+    kept_labels = [rows[i][1] for i in kept]
+    kept_splits = [rows[i][2] for i in kept]
     return BenchmarkFeatures(names, features, kept_labels, kept_splits, counts, len(frame) - len(rows))
 
 
