@@ -267,12 +267,33 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the kernel reports it (Linux >= 4.7);
+    elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _new_temp_file(dest: Path) -> Path:
-    """An empty ``.<name>.<pid>.<random>.tmp`` beside ``dest`` (after sweeping dead writers' ones)."""
+    """An empty ``.<name>.<pid>.<random>.tmp`` beside ``dest`` (after sweeping dead writers' ones).
+
+    mkstemp creates it 0600; it is opened up to what ``open()`` would have made (0666 minus the
+    umask: 0644 usually) so the published file is readable by a teammate or a web server."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(dest)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     return Path(tmp)
 
 
@@ -501,6 +522,7 @@ class Publication:
             self._keep.add(tmp)
         else:
             tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=dest.parent))
+            tmp.chmod(0o777 & ~current_umask())   # mkdtemp makes 0700; a published folder is 0755 usually
         if mark:
             self._marked.add(tmp)   # the marker is written at commit: the caller may replace the folder itself
         self.moves.append((tmp, dest))

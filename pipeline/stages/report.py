@@ -162,15 +162,13 @@ def _csv_cell(value: object) -> str:
 def write_text(path: Path, text: str | bytes) -> None:
     """Atomic write of text or bytes (a killed stage never leaves half a page or image).
 
-    Readable by everyone (0644): the report is meant to be served or shared, and the temporary
-    file the atomic write starts from is private.
+    Its mode follows the umask (0644 usually), like every published output.
     """
     with atomic_path(path) as tmp:
         if isinstance(text, bytes):
             tmp.write_bytes(text)
         else:
             tmp.write_text(text, encoding="utf-8")
-        tmp.chmod(0o644)
 
 
 def run(params: dict) -> StageResult:
