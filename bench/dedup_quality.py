@@ -1,7 +1,8 @@
 """Dedup quality on real images: exact copies, same-lesion pairs, and transformed copies.
 
-    python bench/dedup_quality.py [--shared ../shared] [--originals 450]
-                                  [--png bench/dedup_quality.png] [--quick]
+    python bench/dedup_quality.py [--shared ../shared] [--originals 450] [--unrelated 3000]
+                                  [--png bench/dedup_quality.png] [--pairs-png PNG] [--quick]
+                                  [--radius R] [--window-radius W] [--only a b c d]
 
 (a) DermNet: every byte-identical file pair across condition folders must land in one cluster
     (the ``find-duplicates`` clustering at ``--radius``).
@@ -12,7 +13,8 @@
     pipeline's matching (candidates + verification at the params.yaml defaults; the mirror row
     with dedup.mirror on) next to the pHash-radius-8 recall of round 1, and the false pairs
     implied by the *clusters* (not edges) among unrelated real images (distinct files, not byte
-    copies, not the same HAM10000 lesion).
+    copies, not the same HAM10000 lesion), drawn side by side in ``--pairs-png`` so a reader can
+    see whether they are the re-saved copies the datasets really hold.
 (d) HAM10000 with the default params: largest cluster, clusters spanning two lesion_ids or two
     diagnoses, pairs of different lesions in one cluster, and the verification throughput.
 
@@ -28,6 +30,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +47,8 @@ from pipeline.images.find import cluster_rows  # noqa: E402
 from pipeline.images.hashing import HashedImage, hash_paths  # noqa: E402
 from pipeline.images.matching import Descriptors, MatchConfig, verified_edges  # noqa: E402
 from pipeline.images.neardup import pairs_within  # noqa: E402
+
+BASE = MatchConfig()   # the params every section matches with (--radius, --window-radius)
 
 METHODS = ("fast", "imagehash")
 RADII = range(17)
@@ -73,7 +78,7 @@ def dermnet_copies(shared: Path, radius: int, workers: int) -> None:
             by_sha.setdefault(h.sha256, []).append(k)
         truth = [(a, b) for group in by_sha.values() for x, a in enumerate(group) for b in group[x + 1:]]
         cross = sum(Path(paths[a]).parent != Path(paths[b]).parent for a, b in truth)
-        rows = cluster_rows(paths, [0] * len(paths), hashed, MatchConfig(), method)
+        rows = cluster_rows(paths, [0] * len(paths), hashed, BASE, method)
         cluster_of = {r["path"]: r["cluster_id"] for r in rows}
         found = sum(paths[a] in cluster_of and cluster_of.get(paths[a]) == cluster_of.get(paths[b]) for a, b in truth)
         extra = len(rows) - len({paths[k] for g in by_sha.values() if len(g) > 1 for k in g})
@@ -199,7 +204,26 @@ def group_of(paths: list[str], hashed: list[HashedImage], lesion_of: dict[str, s
     return np.unique(keys, return_inverse=True)[1]
 
 
-def transformations(shared: Path, n_originals: int, n_unrelated: int, workers: int) -> None:
+def contact_sheet(pairs: list[tuple[str, str]], png: Path, limit: int = 40) -> None:
+    """The first ``limit`` pairs side by side, two pairs a row, so a reader can judge them."""
+    tiles = []
+    for a, b in pairs[:limit]:
+        tile = Image.new("RGB", (410, 150), "white")
+        for x, path in ((0, a), (210, b)):
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im).convert("RGB")
+                im.thumbnail((200, 150))
+                tile.paste(im, (x, 0))
+        tiles.append(tile)
+    sheet = Image.new("RGB", (830, 155 * ((len(tiles) + 1) // 2)), "white")
+    for k, tile in enumerate(tiles):
+        sheet.paste(tile, ((k % 2) * 420, (k // 2) * 155))
+    png.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(png)
+
+
+def transformations(shared: Path, n_originals: int, n_unrelated: int, workers: int,
+                    sheet: Path | None = None) -> None:
     with open(shared / "corpus/ham10000/HAM10000_metadata.csv", newline="", encoding="utf-8") as fh:
         lesion_of = {r["image_id"]: r["lesion_id"] for r in csv.DictReader(fh)}
     pools = [[p.as_posix() for p in list_images(shared / rel)]
@@ -210,7 +234,7 @@ def transformations(shared: Path, n_originals: int, n_unrelated: int, workers: i
     originals = sorted(rng.choice(unrelated, min(n_originals, len(unrelated)), replace=False).tolist())
     ops = transforms()
     print(f"\n(c) transformations: {len(originals)} originals (DermNet, Derm7pt, HAM10000) x {len(ops)} transformations, "
-          f"matched among {len(unrelated)} unrelated real images; default params {MatchConfig()}")
+          f"matched among {len(unrelated)} unrelated real images; params {BASE}")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         variant_paths: dict[str, list[str]] = {name: [] for name in ops}
@@ -229,7 +253,7 @@ def transformations(shared: Path, n_originals: int, n_unrelated: int, workers: i
             mirror = name == "mirror"
             var = hashes(variant_paths[name], "fast", workers, mirror=True)
             hashed = base + var
-            cfg = MatchConfig(mirror=mirror)
+            cfg = replace(BASE, mirror=mirror)
             edges = verified_edges(Descriptors.of(hashed, mirror), cfg)
             found = {tuple(sorted(x)) for x in zip(edges.a.tolist(), edges.b.tolist(), strict=True)}
             want = [(index[o], len(base) + k) for k, o in enumerate(originals)]
@@ -246,17 +270,22 @@ def transformations(shared: Path, n_originals: int, n_unrelated: int, workers: i
         groups = group_of(unrelated, base, lesion_of)
         for mirror in (False, True):
             dc = duplicate_clusters(np.array([h.sha256 for h in base]), np.arange(len(base)), base,
-                                    MatchConfig(mirror=mirror))
-            false = total = 0
+                                    replace(BASE, mirror=mirror))
+            total = 0
+            distinct: list[tuple[str, str]] = []
             for c in np.unique(dc.canonical):
                 members = np.flatnonzero(dc.canonical == c)
                 g = groups[members]
                 total += len(members) * (len(members) - 1) // 2
-                false += sum(int(g[i] != g[j]) for i in range(len(g)) for j in range(i + 1, len(g)))
+                distinct += [(unrelated[members[i]], unrelated[members[j]]) for i in range(len(g))
+                             for j in range(i + 1, len(g)) if g[i] != g[j]]
             n_pairs = len(base) * (len(base) - 1) // 2
             print(f"  unrelated images (mirror={mirror}): {len(base)} images, {n_pairs:,} pairs; cluster-implied pairs "
-                  f"{total}, of distinct pictures {false} (rate {false / n_pairs:.2e}; these include real near "
-                  f"duplicates inside the datasets, e.g. DermNet re-crops and HAM10000 re-uploads)")
+                  f"{total}, of different files (not byte copies, not one HAM10000 lesion) {len(distinct)} "
+                  f"(rate {len(distinct) / n_pairs:.2e})")
+            if sheet and not mirror and distinct:
+                contact_sheet(distinct, sheet)
+                print(f"  those pairs side by side: {sheet} (look: the datasets hold real re-saved copies)")
 
 
 def ham_clusters(shared: Path, workers: int) -> None:
@@ -267,7 +296,7 @@ def ham_clusters(shared: Path, workers: int) -> None:
     hashed = hashes(paths, "fast", workers)
     t0 = time.perf_counter()
     desc = Descriptors.of(hashed)
-    cfg = MatchConfig()
+    cfg = BASE
     cand = find_candidates(desc.full, desc.windows, cfg.radius, cfg.window_radius)
     t1 = time.perf_counter()
     for label, derm in (("clinical policy (find-duplicates default)", False), ("dermoscopic policy", True)):
@@ -296,9 +325,16 @@ def main() -> None:
     ap.add_argument("--originals", type=int, default=450, help="images transformed in (c)")
     ap.add_argument("--unrelated", type=int, default=3000, help="images whose pairs give the FP rate in (c)")
     ap.add_argument("--png", type=Path, default=REPO / "bench/dedup_quality.png", help="where (b)'s curve goes")
+    ap.add_argument("--pairs-png", type=Path, default=REPO / "bench/dedup_unrelated_pairs.png",
+                    help="where (c)'s pairs of different files that share a cluster are drawn")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--quick", action="store_true", help="smaller (c) sample")
+    ap.add_argument("--radius", type=int, default=MatchConfig().radius, help="dedup.radius (default: params')")
+    ap.add_argument("--window-radius", type=int, default=MatchConfig().window_radius, help="dedup.window_radius")
+    ap.add_argument("--only", choices=["a", "b", "c", "d"], nargs="+", help="run only these sections")
     args = ap.parse_args()
+    global BASE
+    BASE = MatchConfig(radius=args.radius, window_radius=args.window_radius)
     require_shared_corpus(args.shared)
     os.environ.setdefault("TQDM_DISABLE", "1")
     if args.quick:
@@ -306,10 +342,15 @@ def main() -> None:
     print(f"machine: {machine()}; "
           f"hashing with {args.workers} processes")
     t0 = time.perf_counter()
-    dermnet_copies(args.shared, 8, args.workers)
-    ham_lesions(args.shared, args.workers, args.png)
-    transformations(args.shared, args.originals, args.unrelated, args.workers)
-    ham_clusters(args.shared, args.workers)
+    only = set(args.only or "abcd")
+    if "a" in only:
+        dermnet_copies(args.shared, 8, args.workers)
+    if "b" in only:
+        ham_lesions(args.shared, args.workers, args.png)
+    if "c" in only:
+        transformations(args.shared, args.originals, args.unrelated, args.workers, args.pairs_png)
+    if "d" in only:
+        ham_clusters(args.shared, args.workers)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

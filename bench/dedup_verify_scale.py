@@ -38,7 +38,7 @@ from pipeline.images.candidates import find_candidates  # noqa: E402
 from pipeline.images.clusters import leader_clusters  # noqa: E402
 from pipeline.images.matching import MatchConfig  # noqa: E402
 from pipeline.images.verify import verify, whole_views  # noqa: E402
-from pipeline.images.views import FULL, THUMB, WINDOWS  # noqa: E402
+from pipeline.images.views import THUMB, WINDOWS, match_views  # noqa: E402
 
 
 def flip_bits(rng: np.random.Generator, values: np.ndarray, max_flips: int) -> np.ndarray:
@@ -94,7 +94,7 @@ def child(args: argparse.Namespace) -> None:
     cand = find_candidates(full, windows, cfg.radius, cfg.window_radius)
     t1 = time.perf_counter()
     whole = whole_views(thumbs)
-    all_windows = [FULL, *WINDOWS]
+    all_windows = [w for _, w in match_views()]
     accepted, _, score = verify(thumbs, whole, cand.a, cand.b, [all_windows[w] for w in cand.window], cand.mirror,
                                 [cfg.clinical], np.zeros(len(cand), dtype=np.int64))
     t2 = time.perf_counter()
@@ -125,7 +125,10 @@ def main() -> None:
         return
     cmd = [sys.executable, __file__, "--child", "--n", str(args.n), "--groups", str(args.groups),
            "--copies", str(args.copies), "--seed", str(args.seed)]
-    o = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode:
+        sys.exit(f"the measuring child failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
+    o = json.loads(run.stdout.strip().splitlines()[-1])
     print(f"machine: {machine()}")
     print(f"data: {o['n']:,} images ({args.groups:,} planted originals x {args.copies} copies), default radii "
           f"(whole {MatchConfig().radius}, window {MatchConfig().window_radius})")

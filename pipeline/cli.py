@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fd = sub.add_parser("find-duplicates", help="list duplicate images under folders (--against: benchmark matches)")
     fd.add_argument("dirs", nargs="+", metavar="DIR", help="folders to scan recursively for images")
-    fd.add_argument("--radius", type=int, default=12, help="candidates: max Hamming distance between whole-image "
+    fd.add_argument("--radius", type=int, default=10, help="candidates: max Hamming distance between whole-image "
                     "64-bit pHashes (default 12); every candidate is then verified")
     fd.add_argument("--window-radius", type=int, default=6, help="candidates: max distance between a whole image "
                     "and a centred window of the other, i.e. crops (default 6)")

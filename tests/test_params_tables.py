@@ -40,7 +40,7 @@ def test_load_repo_params_with_overrides() -> None:
     assert p["split"]["ratios"]["train"] == 0.7
     assert p["train"]["profiles"]["smoke"]["epochs"] == 3
     assert p["truncate"]["tokenizer"] == "ViT-B-32"
-    assert load_params(PARAMS)["dedup"]["radius"] == 12   # the file itself is untouched
+    assert load_params(PARAMS)["dedup"]["radius"] == 10   # the file itself is untouched
 
 
 def test_override_unknown_key_names_it() -> None:

@@ -20,7 +20,7 @@ from pipeline.images.benchmarks import parse_benchmarks
 from pipeline.images.candidates import find_candidates
 from pipeline.images.clusters import leader_clusters
 from pipeline.images.hashing import HASH_METHODS, hash_files
-from pipeline.images.matching import Descriptors, MatchConfig, verified_edges, verified_matches
+from pipeline.images.matching import WINDOW_NAMES, Descriptors, MatchConfig, verified_edges, verified_matches
 from pipeline.images.verify import Policy
 from pipeline.stages import dedup
 from pipeline.tables import write_table
@@ -142,6 +142,50 @@ def test_burnt_in_text_passes_the_occlusion_check_only_for_clinical_pairs(tmp_pa
     strict = MatchConfig(radius=16, clinical=Policy(corr=0.99, occlusion=True), dermoscopic=Policy(0.99, False))
     assert verified_edges(Descriptors.of(hashed), strict).check.tolist() == ["cells"]
     assert len(verified_edges(Descriptors.of(hashed), strict, np.array([True, False]))) == 0
+
+
+def _banner(im: Image.Image, top: bool) -> Image.Image:
+    """A thick burnt-in banner with text across one border (a logo strip or a figure caption):
+    it moves the whole-image pHash far beyond the whole-image radius."""
+    im = im.copy()
+    draw = ImageDraw.Draw(im)
+    band = im.height // 5
+    y0 = 0 if top else im.height - band
+    draw.rectangle((0, y0, im.width, y0 + band), fill=(250, 250, 250))
+    draw.text((im.width // 20, y0 + band // 4), "Courtesy of the clinic", fill=(0, 0, 0), font=_font(band // 2))
+    return im
+
+
+@pytest.mark.parametrize("top", [False, True], ids=["banner_at_bottom", "banner_at_top"])
+def test_a_banner_over_one_border_is_found_through_the_untouched_half(tmp_path: Path, top: bool) -> None:
+    """A banner over one border puts the copy beyond the whole-image radius, but the opposite
+    half's pHash is untouched: the candidate row says ``full/<half>`` (compared whole), the
+    occlusion check verifies it, and no unrelated picture joins."""
+    original = photo(17)
+    paths = [tmp_path / "o.jpg", tmp_path / "banner.jpg", *(tmp_path / f"u{k}.jpg" for k in range(12))]
+    original.save(paths[0], quality=90)
+    _banner(original, top).save(paths[1], quality=90)
+    for k, p in enumerate(paths[2:]):
+        photo(300 + k).save(p, quality=90)
+    hashed = hash_files([str(p) for p in paths], views=True)
+    cfg = MatchConfig()
+    assert bin(hashed[0].phash ^ hashed[1].phash).count("1") > cfg.radius
+    edges = verified_edges(Descriptors.of(hashed), cfg)
+    assert [(int(a), int(b)) for a, b in zip(edges.a, edges.b, strict=True)] == [(0, 1)]
+    assert WINDOW_NAMES[int(edges.window[0])] == ("full/bottom" if top else "full/top")
+    assert edges.check[0] == "cells"
+
+
+def test_a_copy_cut_in_half_matches_the_half_window(tmp_path: Path) -> None:
+    """The left half of a picture posted alone is, pixel for pixel, the original's ``left``
+    window: found and verified through it."""
+    original = photo(23, 480, 240)
+    original.save(tmp_path / "o.jpg", quality=90)
+    original.crop((0, 0, 240, 240)).save(tmp_path / "left.jpg", quality=90)
+    hashed = hash_files([str(tmp_path / "o.jpg"), str(tmp_path / "left.jpg")], views=True)
+    edges = verified_edges(Descriptors.of(hashed), MatchConfig())
+    assert len(edges) == 1 and WINDOW_NAMES[int(edges.window[0])] == "left"
+    assert (int(edges.a[0]), int(edges.b[0])) == (1, 0)   # the half's whole image against the original's window
 
 
 def test_leader_clusters_never_chain() -> None:

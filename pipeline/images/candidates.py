@@ -6,7 +6,9 @@ Generous on purpose (verification decides): a pair is a candidate when
   overlays: the pHash moves a few bits), or
 * one image's whole-image pHash is within ``window_radius`` of one of the other's window
   pHashes (:data:`pipeline.images.views.WINDOWS`): the first is a crop of the second, or
-* with ``mirror``, either of the above against the first image's mirror-image pHash.
+* the same half of both (:data:`pipeline.images.views.SAME_VIEW`) is within ``window_radius``:
+  a caption or watermark near one border spoiled the whole-image pHash, not the other half, or
+* with ``mirror``, either of the first two against the first image's mirror-image pHash.
 
 All searches are exact (multi-index hashing, :mod:`pipeline.images.neardup`) and vectorised.
 Each candidate row names the window of ``b`` that matched ``a``'s whole image, so verification
@@ -20,12 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.images.neardup import pairs_between, pairs_within
+from pipeline.images.views import SAME_VIEW
 
 
 @dataclass
 class Candidates:
     """Candidate rows: a's whole image (mirrored where ``mirror``) against b's window ``window``
-    (0 = whole image, k = views.WINDOWS[k - 1]) at pHash distance ``distance``."""
+    at pHash distance ``distance``; ``window`` indexes :func:`pipeline.images.views.match_views`
+    (0 = whole image, k = views.WINDOWS[k - 1], then the same-window matches)."""
 
     a: np.ndarray
     b: np.ndarray
@@ -43,10 +47,11 @@ class Candidates:
 
 
 def find_candidates(full: np.ndarray, windows: np.ndarray, radius: int, window_radius: int,
-                    mirrors: np.ndarray | None = None) -> Candidates:
+                    mirrors: np.ndarray | None = None, same: tuple[int, ...] = SAME_VIEW) -> Candidates:
     """Candidate rows among n images: ``full`` (n,) int64 pHashes, ``windows`` (n, K) window
-    pHashes, ``mirrors`` (n,) mirror-image pHashes or None. Rows come sorted by (a, b, window,
-    mirror), each (a, b, window, mirror) once."""
+    pHashes, ``mirrors`` (n,) mirror-image pHashes or None; ``same`` the window columns also
+    compared column to column. Rows come sorted by (a, b, window, mirror), each (a, b, window,
+    mirror) once."""
     n = len(full)
     parts: list[tuple[np.ndarray, ...]] = []
     i, j, d = pairs_within(full, radius)
@@ -65,6 +70,10 @@ def find_candidates(full: np.ndarray, windows: np.ndarray, radius: int, window_r
             b, w = t // k_windows, t % k_windows + 1
             keep = q != b
             parts.append((q[keep], b[keep], w[keep], np.full(int(keep.sum()), mirrored), d[keep]))
+        for j, col in enumerate(same):   # the same half of both: compared whole
+            i, t, d = pairs_within(np.ascontiguousarray(windows[:, col]), window_radius)
+            parts.append((i, t, np.full(len(i), k_windows + 1 + j, dtype=np.int64), np.zeros(len(i), dtype=bool), d))
+    n_views = k_windows + 1 + len(same)
     a = np.concatenate([p[0] for p in parts]).astype(np.int64)
     b = np.concatenate([p[1] for p in parts]).astype(np.int64)
     w = np.concatenate([p[2] for p in parts]).astype(np.int64)
@@ -72,6 +81,6 @@ def find_candidates(full: np.ndarray, windows: np.ndarray, radius: int, window_r
     dist = np.concatenate([p[4] for p in parts]).astype(np.int8)
     if not len(a):
         return Candidates(a, b, w, m, dist)
-    key = ((a * np.int64(n) + b) * np.int64(k_windows + 1) + w) * 2 + m
+    key = ((a * np.int64(n) + b) * np.int64(n_views) + w) * 2 + m
     key, first = np.unique(key, return_index=True)
     return Candidates(a[first], b[first], w[first], m[first], dist[first])

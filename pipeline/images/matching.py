@@ -4,8 +4,9 @@ One code path for every place that asks "is this the same photograph?": the dedu
 clusters, its benchmark decontamination, and ``derm1m find-duplicates`` (both modes) all call
 :func:`verified_edges` or :func:`verified_matches`, so they agree by construction.
 
-* Candidates (:mod:`pipeline.images.candidates`): whole-image pHashes within ``radius``, or a
-  whole image within ``window_radius`` of a window of the other (a crop); generous.
+* Candidates (:mod:`pipeline.images.candidates`): whole-image pHashes within ``radius``, a
+  whole image within ``window_radius`` of a window of the other (a crop), or the same half of
+  both within ``window_radius`` (an overlay spoiled the rest); generous.
 * Verification (:mod:`pipeline.images.verify`): aligned fine structure of the thumbnails; the
   thresholds depend on the pair's modality (:class:`MatchConfig`): a pair with a dermoscopic
   image is judged by the dermoscopic policy, where partial agreement never suffices.
@@ -25,16 +26,16 @@ from pipeline.images.candidates import Candidates, find_candidates
 from pipeline.images.hashing import HashedImage, to_signed
 from pipeline.images.neardup import pairs_between
 from pipeline.images.verify import Policy, verify, whole_views
-from pipeline.images.views import FULL, WINDOWS, thumbs_array
+from pipeline.images.views import SAME_VIEW, WINDOWS, match_views, thumbs_array
 
-WINDOW_NAMES = [FULL.name] + [w.name for w in WINDOWS]
+WINDOW_NAMES = [name for name, _ in match_views()]
 
 
 @dataclass(frozen=True)
 class MatchConfig:
     """How candidates are found and verified (params.yaml ``dedup``)."""
 
-    radius: int = 12                      # whole image vs whole image (pHash bits)
+    radius: int = 10                      # whole image vs whole image (pHash bits)
     window_radius: int = 6                # whole image vs a window of the other
     mirror: bool = False                  # also match left-right mirror images
     clinical: Policy = field(default_factory=lambda: Policy(corr=0.84, occlusion=True))
@@ -85,7 +86,7 @@ def _verify(thumbs_of: Callable[[np.ndarray], np.ndarray], cand: Candidates, cfg
 
     Only the images that appear in a candidate are gathered (``thumbs_of(sorted indices)``) and
     get a whole-image view: in a large corpus most images have no candidate at all."""
-    windows = [FULL, *WINDOWS]
+    windows = [window for _, window in match_views()]
     policy_of = (dermoscopic[cand.a] | dermoscopic[cand.b]).astype(np.int64)
     if len(cand):
         involved = np.unique(np.r_[cand.a, cand.b])
@@ -136,6 +137,10 @@ def verified_matches(query: Descriptors, target: Descriptors, cfg: MatchConfig,
         add(q, nq + t // k, t % k + 1, mirrored, d)
     t, q, d = pairs_between(target.full, query.windows.reshape(-1), cfg.window_radius)   # target is the crop
     add(nq + t, q // k, q % k + 1, False, d)
+    for j, col in enumerate(SAME_VIEW):   # the same half of both (an overlay spoiled the rest)
+        q, t, d = pairs_between(np.ascontiguousarray(query.windows[:, col]),
+                                np.ascontiguousarray(target.windows[:, col]), cfg.window_radius)
+        add(q, nq + t, np.full(len(q), k + 1 + j, dtype=np.int64), False, d)
     cand = Candidates(*(np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(5)))
     cand = Candidates(cand.a.astype(np.int64), cand.b.astype(np.int64), cand.window.astype(np.int64),
                       cand.mirror.astype(bool), cand.distance.astype(np.int8))

@@ -54,7 +54,7 @@ class Policy:
     occlusion: bool            # try the per-cell check when the correlation falls short
     cell_corr: float = 0.7     # per-cell correlation a cell must reach ...
     cells_ignored: int = 4     # ... in all cells but this many (of GRID * GRID)
-    corr_floor: float = 0.3    # and the whole-view correlation at least this
+    corr_floor: float = 0.1    # and the whole-view correlation at least this (a bright caption swamps the rest)
 
 
 @cache

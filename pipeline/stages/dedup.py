@@ -63,7 +63,7 @@ from pipeline.tables import atomic_dir, read_table, write_table
 log = logging.getLogger(__name__)
 
 # Bump when hashing code changes what a chunk's result is (it is part of every resume key).
-HASH_CODE_VERSION = "2"   # 2: window pHashes and thumbnails (views) kept with every hash
+HASH_CODE_VERSION = "3"   # 2: window pHashes and thumbnails (views) kept with every hash; 3: the halves too
 
 
 DERMOSCOPY_WORDS = re.compile(r"(?i)\b(dermoscop|dermatoscop|epiluminescen|videodermoscop)")
