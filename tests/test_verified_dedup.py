@@ -20,7 +20,13 @@ from pipeline.images.benchmarks import parse_benchmarks
 from pipeline.images.candidates import find_candidates
 from pipeline.images.clusters import leader_clusters
 from pipeline.images.hashing import HASH_METHODS, hash_files
-from pipeline.images.matching import WINDOW_NAMES, Descriptors, MatchConfig, verified_edges, verified_matches
+from pipeline.images.matching import (
+    WINDOW_NAMES,
+    Descriptors,
+    MatchConfig,
+    verified_edges,
+    verified_matches,
+)
 from pipeline.images.verify import Policy
 from pipeline.stages import dedup
 from pipeline.tables import write_table

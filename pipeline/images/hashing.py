@@ -48,7 +48,6 @@ HASH_METHODS: dict[str, str] = {
     "imagehash": "imagehash.phash-64",
 }
 DEFAULT_METHOD = "fast"
-HASH_METHOD = HASH_METHODS["imagehash"]   # the reference's label (kept for old callers)
 
 GRID = 32                  # pHash: 32x32 grey image ...
 LOW = 8                    # ... whose 8x8 lowest DCT frequencies give the 64 bits
@@ -354,15 +353,6 @@ def hash_paths(paths: Sequence[str], method: str = DEFAULT_METHOD, workers: int 
     return [r for chunk in results for r in chunk]
 
 
-def phash_file(path: str) -> int | None:
-    """Reference pHash (imagehash) of the file as an unsigned int, or None if it cannot be decoded."""
-    try:
-        img = load_rgb(path)
-    except (OSError, ValueError, SyntaxError):
-        return None
-    return int(str(imagehash.phash(img)), 16)
-
-
 def to_signed(values: list[int] | np.ndarray) -> np.ndarray:
     """Unsigned 64-bit hashes -> int64 array with the same bits."""
     return np.array(values, dtype=np.uint64).view(np.int64)
@@ -370,11 +360,6 @@ def to_signed(values: list[int] | np.ndarray) -> np.ndarray:
 
 def to_hex(value: int) -> str:
     return f"{value & 0xFFFFFFFFFFFFFFFF:016x}"
-
-
-def from_hex(text: str) -> int:
-    """16 hex digits (as stored in the tables) -> unsigned int."""
-    return int(text, 16)
 
 
 def popcount64(x: np.ndarray) -> np.ndarray:

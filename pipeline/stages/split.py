@@ -30,7 +30,6 @@ from pipeline.tables import atomic_dir, load_schema, read_table, write_table
 
 SPLITS = ("train", "validation", "holdout")
 DECONTAMINATED = "decontaminated"   # the split of train groups removed for matching a benchmark
-_VIA_RANK = {"match": 0, "duplicate": 1, "group": 2}
 
 
 def check_ratios(ratios: dict) -> list[tuple[str, float]]:
