@@ -1,17 +1,40 @@
-"""Join the stage tables into one frame per pair: what the shards carry and the metadata holds.
+"""Join the stage tables into one row per pair: what the shards carry and the metadata holds.
 
-One function used by both the shard and metadata stages, so the JSON inside a tar and the
-final metadata table can never disagree.
+One query (:func:`join_sql`) used by both the shard and metadata stages, so the JSON inside a
+tar and the final metadata table can never disagree. It runs in DuckDB over the parquet files
+in place, and its rows are streamed out in Arrow record batches (:func:`join_corpus`): the join
+and the sort run out of core (``memory_limit`` with a ``temp_directory`` to spill to), so
+memory stays flat whether the corpus has 500 pairs or Derm1M's million, where the seven
+whole-table pandas merges this replaced needed ~8 GB.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-import pandas as pd
+import duckdb
+import pyarrow as pa
 
 from pipeline.params import section
-from pipeline.tables import read_table
+from pipeline.tables import read_table_schema
+
+#: Arrow rows per batch handed to Python: big enough that per-batch costs vanish, small enough
+#: that a batch of wide rows (captions, label lists) is a few MB.
+BATCH_ROWS = 4096
+#: DuckDB's memory ceiling for the join and sort; beyond it they spill to the scratch folder.
+MEMORY_LIMIT = "1GB"
+
+ENRICHED_COLUMNS = ["ontology_caption", "concept_caption", "llm_caption"]
+
+# The joined columns besides the seven tables' own: the canonical image's file and size (the
+# pixels a sample carries) and its SHA-256 (the shard fingerprint's "source bytes").
+_CANONICAL = ("c.path as canonical_path, c.width as canonical_width, c.height as canonical_height, "
+              "c.sha256 as canonical_sha256")
 
 
 def table_paths(params: dict) -> dict[str, Path]:
@@ -29,34 +52,92 @@ def table_paths(params: dict) -> dict[str, Path]:
     return paths
 
 
-ENRICHED_COLUMNS = ["ontology_caption", "concept_caption", "llm_caption"]
+def _literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
 
 
-def join_corpus(params: dict) -> pd.DataFrame:
-    """Every pair whose image survived dedup, with its cluster, canonical image, labels, enriched
-    captions and split.
+def table_source(name: str, path: Path) -> str:
+    """``read_parquet(path)`` after checking the file exists and still matches its schema."""
+    read_table_schema(name, path)
+    return f"read_parquet({_literal(path)})"
+
+
+def join_sql(params: dict, where: str = "", order_by: Sequence[str] = ("pair_id",),
+             columns: Sequence[str] | None = None, join: str = "") -> str:
+    """The corpus join: every pair whose image survived dedup (inner join on clusters) with its
+    cluster, canonical image, own image's path and SHA-256, truncated caption, labels, enriched
+    captions and split (left joins: a missing row is nulls, as the pandas merges gave).
 
     Pairs whose image was rejected by dedup are not in the result; callers account for them.
+    ``where`` filters the joined rows (``split = 'train'``), ``order_by`` sorts them and
+    ``columns`` picks output columns (all when None); all three name the joined columns, whose
+    relation is ``j``. ``join`` joins more to it (``join manifest m on m.pair_id = j.pair_id``).
     """
     paths = table_paths(params)
-    pairs = read_table("pairs", paths["pairs"])
-    images = read_table("images", paths["images"])
-    clusters = read_table("clusters", paths["clusters"])
-    annotations = read_table("annotations", paths["annotations"])
-    captions = read_table("captions", paths["captions"])
-    splits = read_table("splits", paths["splits"])
     if "enriched_captions" in paths:
-        enriched = read_table("enriched_captions", paths["enriched_captions"])[["pair_id", *ENRICHED_COLUMNS]]
+        enriched = (f"left join (select pair_id, {', '.join(ENRICHED_COLUMNS)} from "
+                    f"{table_source('enriched_captions', paths['enriched_captions'])}) e using (pair_id)")
+        enriched_cols = ", ".join(f"e.{c}" for c in ENRICHED_COLUMNS)
     else:
-        enriched = pairs[["pair_id"]].assign(**{c: None for c in ENRICHED_COLUMNS})
-    canon = images[["image_id", "path", "width", "height"]].rename(columns={
-        "image_id": "canonical_image_id", "path": "canonical_path", "width": "canonical_width", "height": "canonical_height"})
-    frame = (pairs.merge(clusters[["image_id", "cluster_id", "canonical_image_id", "match_kind", "distance_to_canonical", "cluster_size"]],
-                         on="image_id", how="inner")
-             .merge(canon, on="canonical_image_id", how="left")
-             .merge(images[["image_id", "path", "sha256"]], on="image_id", how="left")
-             .merge(captions, on="pair_id", how="left")
-             .merge(annotations, on="pair_id", how="left")
-             .merge(enriched, on="pair_id", how="left")
-             .merge(splits, on="cluster_id", how="left"))
-    return frame.sort_values("pair_id", ignore_index=True)
+        enriched, enriched_cols = "", ", ".join(f"cast(null as varchar) as {c}" for c in ENRICHED_COLUMNS)
+    images = table_source("images", paths["images"])
+    body = (
+        f"select p.*, k.cluster_id, k.canonical_image_id, k.match_kind, k.distance_to_canonical, k.cluster_size, "
+        f"{_CANONICAL}, i.path, i.sha256, t.* exclude (pair_id), a.* exclude (pair_id), {enriched_cols}, "
+        f"s.split_group, s.split "
+        f"from {table_source('pairs', paths['pairs'])} p "
+        f"join {table_source('clusters', paths['clusters'])} k using (image_id) "
+        f"left join {images} c on c.image_id = k.canonical_image_id "
+        f"left join {images} i on i.image_id = p.image_id "
+        f"left join {table_source('captions', paths['captions'])} t using (pair_id) "
+        f"left join {table_source('annotations', paths['annotations'])} a using (pair_id) "
+        f"{enriched} "
+        f"left join {table_source('splits', paths['splits'])} s using (cluster_id)"
+    )
+    order = ", ".join(order_by)
+    return (f"select {', '.join(columns) if columns else '*'} from ({body}) j {join} "
+            f"{f'where {where}' if where else ''} {f'order by {order}' if order else ''}")
+
+
+@contextmanager
+def duckdb_scratch(beside: Path, threads: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB connection that spills to a scratch folder beside ``beside``.
+
+    The folder is named like every temporary of this project (``.<name>.<pid>.<random>.tmp``),
+    so one left by a killed run is swept by the next (:func:`pipeline.tables.clean_stale_temps`);
+    it sits beside the stage's output, on the disk that has room for it, not in /tmp.
+    ``threads`` defaults to the cores; the ceiling is :data:`MEMORY_LIMIT`.
+    """
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{beside.name}-duckdb.{os.getpid()}.", suffix=".tmp", dir=beside.parent))
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"set temp_directory = {_literal(scratch)}")
+        con.execute(f"set memory_limit = '{MEMORY_LIMIT}'")
+        con.execute(f"set threads = {max(1, int(threads or os.cpu_count() or 1))}")
+        yield con
+    finally:
+        con.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def join_corpus(con: duckdb.DuckDBPyConnection, params: dict, where: str = "",
+                order_by: Sequence[str] = ("pair_id",), columns: Sequence[str] | None = None,
+                batch_rows: int = BATCH_ROWS, join: str = "") -> Iterator[pa.RecordBatch]:
+    """Stream the corpus join (:func:`join_sql`) as Arrow record batches of ``batch_rows`` rows.
+
+    ``columns`` selects output columns (all when None). The batches never depend on anything
+    but the tables and the order: the caller's output is the same whatever ``batch_rows``.
+    """
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+    reader = con.sql(join_sql(params, where, order_by, columns, join)).to_arrow_reader(batch_rows)
+    for batch in reader:
+        if batch.num_rows:
+            yield batch
+
+
+def rows_of(batches: Iterator[pa.RecordBatch]) -> Iterator[dict]:
+    """The rows of record batches as dicts (column -> Python value), one batch converted at a time."""
+    for batch in batches:
+        yield from batch.to_pylist()
