@@ -32,9 +32,11 @@ MEMORY_LIMIT = "1GB"
 ENRICHED_COLUMNS = ["ontology_caption", "concept_caption", "llm_caption"]
 
 # The joined columns besides the seven tables' own: the canonical image's file and size (the
-# pixels a sample carries) and its SHA-256 (the shard fingerprint's "source bytes").
+# pixels a sample carries), its SHA-256 (the shard fingerprint's "source bytes") and how ingest
+# decoded it (whether the shard may copy it as it is).
 _CANONICAL = ("c.path as canonical_path, c.width as canonical_width, c.height as canonical_height, "
-              "c.sha256 as canonical_sha256")
+              "c.sha256 as canonical_sha256, c.format as canonical_format, c.mode as canonical_mode, "
+              "c.exif_orientation as canonical_exif_orientation")
 
 
 def table_paths(params: dict) -> dict[str, Path]:

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import shutil
+import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,6 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import PipelineError
@@ -62,7 +62,9 @@ class Sample:
     ``txt.2``, ... (``shard.captions: cluster``). ``variants`` are ``(name, texts)`` with one
     text (or None) per caption, aligned by index: ``ontology.txt``, ``ontology.txt.1``, ...
     (see :func:`variant_member`; a None is written as an empty member). ``image_sha256`` identifies the source bytes for the
-    incremental fingerprint without reading the file.
+    incremental fingerprint without reading the file. ``passthrough`` says whether the image
+    may be copied as it is (see :func:`encode_jpeg`) when the caller already knows, from what
+    ingest measured (format, mode, EXIF orientation, size); None: the encoder reads the header.
     """
 
     key: str
@@ -72,6 +74,7 @@ class Sample:
     captions: tuple[tuple[str, str], ...]
     meta: dict = field(hash=False)
     variants: tuple[tuple[str, tuple[str | None, ...]], ...] = ()
+    passthrough: bool | None = field(default=None, compare=False)
 
     @property
     def pair_id(self) -> str:
@@ -130,19 +133,23 @@ class SplitResult:
         return [row for table in self.index_tables() for row in table.to_pylist()]
 
 
-def encode_jpeg(path: str, max_side: int, quality: int, skip_reencode: bool = False) -> bytes | None:
+def encode_jpeg(path: str, max_side: int, quality: int, skip_reencode: bool = False,
+                fits: bool | None = None) -> bytes | None:
     """Upright RGB JPEG no larger than ``max_side``; None if the file no longer decodes.
 
     With ``skip_reencode`` a source that is already an upright RGB baseline-or-progressive JPEG
-    within ``max_side`` is passed through byte for byte, without decoding its pixels (Pillow
-    reads only the header and EXIF): re-encoding it would only lose quality and cost CPU. Its own
-    metadata (EXIF, ICC) then travels with it. The file is read once either way.
+    within ``max_side`` is passed through byte for byte, without decoding its pixels: re-encoding
+    it would only lose quality and cost CPU. Its own metadata (EXIF, ICC) then travels with it.
+    ``fits`` is that test's answer when the caller has it (the shard stage reads it from the
+    images table: format, mode, orientation and size as ingest decoded them), so a pass-through
+    image is only read and copied; None: Pillow reads the header and EXIF here. The file is read
+    once either way.
     """
     try:
         data = Path(path).read_bytes()
     except OSError:
         return None
-    if skip_reencode and _fits_as_is(data, max_side):
+    if skip_reencode and (fits if fits is not None else _fits_as_is(data, max_side)):
         return data
     try:
         img = load_rgb(io.BytesIO(data))
@@ -162,7 +169,7 @@ def encode_samples(samples: Sequence[Sample], max_side: int, quality: int,
     encoded: dict[str, bytes | None] = {}
     for s in samples:
         if s.image_path not in encoded:
-            encoded[s.image_path] = encode_jpeg(s.image_path, max_side, quality, skip_reencode)
+            encoded[s.image_path] = encode_jpeg(s.image_path, max_side, quality, skip_reencode, s.passthrough)
     return [encoded[s.image_path] for s in samples]
 
 
@@ -373,22 +380,28 @@ class RangeTask:
 
 @dataclass
 class TarPart:
-    """A tar a worker made (or linked) under a temporary name; the parent names it."""
+    """A tar and its index a worker made (or linked) under temporary names; the parent names them.
+
+    The worker writes the index with the name the tar gets when every range is one tar (range
+    ``n`` is ``<split>-n``: the usual case); the parent rewrites it only when that guess is off.
+    """
 
     tmp: str
-    keys: list[str]
+    tmp_index: str
+    name: str         # the shard name written into the index
+    keys: list[str]   # the keys it consumed (failed ones included)
     failed: list[str]
     fingerprint: str
-    rows: list[dict]
-    old: tuple[str, str] | None = None  # (folder, name) of the reused tar
+    samples: int
+    rows: int
+    reused: bool = False
 
 
 @dataclass
 class RangeResult:
     parts: list[TarPart]
     failed: list[Sample]
-    reused: bool = False
-    resumed: bool = False
+    resumed: bool = False  # its tars came from a killed run's folder
 
 
 def build_range(task: RangeTask) -> RangeResult:
@@ -405,8 +418,8 @@ def build_range(task: RangeTask) -> RangeResult:
     for folder, records, resuming in task.candidates:
         linked = _reuse(task, fingerprints, Path(folder), records)
         if linked is not None:
-            return RangeResult(linked, [s for s in samples if s.key in {k for p in linked for k in p.failed}],
-                               reused=True, resumed=resuming)
+            failed = {k for p in linked for k in p.failed}
+            return RangeResult(linked, [s for s in samples if s.key in failed], resumed=resuming)
     jpgs = task.jpeg_of(list(samples))
     result = RangeResult([], [])
     chunk: list[tuple[Sample, dict[str, bytes]]] = []
@@ -417,9 +430,11 @@ def build_range(task: RangeTask) -> RangeResult:
     def close(end: int) -> None:
         nonlocal chunk, keys, failed, first, size
         if chunk:
-            tmp = Path(task.out_dir) / f".{task.split}-r{task.number:06d}-{len(result.parts)}.{task.tag}.tmp"
+            tmp, tmp_index, name = _part_paths(task, len(result.parts))
             rows = _write_tar(tmp, task.split, chunk)
-            result.parts.append(TarPart(str(tmp), keys, failed, _fingerprint_of(fingerprints[first:end], options), rows))
+            write_table([{**r, "shard": name} for r in rows], "shard_index", tmp_index)
+            result.parts.append(TarPart(str(tmp), str(tmp_index), name, keys, failed,
+                                        _fingerprint_of(fingerprints[first:end], options), len(chunk), len(rows)))
         chunk, keys, failed, first, size = [], [], [], end, 0
 
     for i, (sample, jpg) in enumerate(zip(samples, jpgs, strict=True)):
@@ -439,51 +454,81 @@ def build_range(task: RangeTask) -> RangeResult:
     return result
 
 
+def _part_paths(task: RangeTask, part: int) -> tuple[Path, Path, str]:
+    """Temporary tar and index paths of part ``part`` of a range, and its likely shard name."""
+    stem = Path(task.out_dir) / f".{task.split}-r{task.number:06d}-{part}"
+    return Path(f"{stem}.{task.tag}.tmp"), Path(f"{stem}i.{task.tag}.tmp"), shard_name(task.split, task.number + part)
+
+
 def _reuse(task: RangeTask, fingerprints: list[str], folder: Path,
            records: tuple[_Record, ...]) -> list[TarPart] | None:
     """Link the earlier tars ``records`` for this range if every one's fingerprint still matches."""
-    parts, pos = [], 0
-    for n, record in enumerate(records):
+    found, pos = [], 0
+    for record in records:
         window = task.samples[pos:pos + record.n]
         if window[0].key != record.first or record.fingerprint != _fingerprint_of(fingerprints[pos:pos + record.n],
                                                                                    task.options):
             return None
-        tar, index = folder / record.name, folder / index_name(record.name)
-        if not (tar.is_file() and index.is_file()):
+        if not ((folder / record.name).is_file() and (folder / index_name(record.name)).is_file()):
             return None
+        found.append((record, window))
+        pos += record.n
+    parts = []
+    for n, (record, window) in enumerate(found):
+        tmp, tmp_index, name = _part_paths(task, n)
+        index = folder / index_name(record.name)
         try:
-            rows = pq.read_table(index).to_pylist()
+            if record.name == name:
+                rows = pq.read_metadata(index).num_rows
+                _link_or_copy(index, tmp_index)
+            else:
+                table = pq.read_table(index)
+                rows = table.num_rows
+                write_table(table.set_column(table.schema.get_field_index("shard"), "shard",
+                                             pa.array([name] * rows, pa.string())), "shard_index", tmp_index)
         except (OSError, ValueError, pa.ArrowException):
             return None
-        parts.append(TarPart(str(Path(task.out_dir) / f".{task.split}-r{task.number:06d}-{n}.{task.tag}.tmp"),
-                             [s.key for s in window], list(record.failed), record.fingerprint, rows,
-                             (str(folder), record.name)))
-        pos += record.n
-    for part in parts:
-        assert part.old is not None
-        _link_or_copy(Path(part.old[0]) / part.old[1], Path(part.tmp))
+        _link_or_copy(folder / record.name, tmp)
+        parts.append(TarPart(str(tmp), str(tmp_index), name, [s.key for s in window], list(record.failed),
+                             record.fingerprint, record.n - len(record.failed), rows, reused=True))
     return parts
 
 
 def _write_tar(path: Path, split: str, chunk: list[tuple[Sample, dict[str, bytes]]]) -> list[dict]:
     """Write one tar; return its index rows (one per caption; ``shard`` is filled in by the caller).
 
-    Each sample's ``.jpg`` offset is where the sample starts plus the members WebDataset writes
-    before it (it writes a sample's members sorted by name, each a 512-byte header and the data
-    padded to 512 bytes), so the tar need not be read back to index it.
+    The bytes are those of ``webdataset.TarWriter`` (owner derm1m, mode 0444, mtime 0): each
+    sample's members sorted by name, every member a header from :meth:`tarfile.TarInfo.tobuf`
+    (the format ``tarfile`` writes by default, PAX) and its data padded to 512 bytes, then two
+    zero blocks and padding to a whole 10 KiB record, as :meth:`tarfile.TarFile.close` ends an
+    archive. Written here rather than through ``TarFile.addfile``, which copies each TarInfo and
+    wraps each member in a file object: at six members a sample that was most of the stage's CPU.
+    ``tests/test_shards.py`` checks the bytes against ``webdataset.TarWriter``'s. The ``.jpg``
+    offsets come out of the same loop, so the tar is not read back to index it.
     """
     rows = []
+    pos = 0
     with open(path, "wb") as fh:
-        writer = wds.TarWriter(fh, user="derm1m", group="derm1m", mode=0o444, mtime=0, encoder=False)
         for i, (s, members) in enumerate(chunk):
-            offset = writer.tarstream.offset + sum(_member_bytes(len(v)) for k, v in members.items()
-                                                   if k != "__key__" and k < "jpg")
-            writer.write(members)
+            offset = 0
+            for ext in sorted(members):
+                if ext == "__key__":
+                    continue
+                data = members[ext]
+                info = tarfile.TarInfo(f"{s.key}.{ext}")
+                info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o444, "derm1m", "derm1m"
+                header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+                if ext == "jpg":
+                    offset = pos
+                fh.write(header)
+                fh.write(data)
+                fh.write(b"\0" * (-len(data) % _TAR_BLOCK))
+                pos += len(header) + len(data) + -len(data) % _TAR_BLOCK
             rows += [{"key": s.key, "pair_id": pair_id, "image_id": s.image_id, "split": split, "shard": "",
                       "index_in_shard": i, "txt_member": "txt" if n == 0 else f"txt.{n}",
                       "variant_members": _variant_members(s, n), "offset": offset, "jpg_bytes": len(members["jpg"])}
                      for n, (pair_id, _) in enumerate(s.captions)]
-        writer.close()
+        fh.write(b"\0" * (2 * _TAR_BLOCK + -(pos + 2 * _TAR_BLOCK) % _TAR_RECORD))
     return rows
 
 
@@ -548,18 +593,22 @@ def write_split(split: str, samples: Iterable[Sample], out_dir: Path, options: S
                                       if executor is not None else map(build_range, tasks))
     for done in results:
         result.failed += done.failed
-        result.reused += done.reused * len(done.parts)
-        result.resumed += done.resumed * len(done.parts)
-        result.written += (not done.reused) * len(done.parts)
         for part in done.parts:
             name = shard_name(split, len(result.sizes))
             os.replace(part.tmp, out_dir / name)
-            if part.old is not None and part.old[1] == name:
-                _link_or_copy(Path(part.old[0]) / index_name(name), out_dir / index_name(name))
-            else:
-                write_table([{**row, "shard": name} for row in part.rows], "shard_index", out_dir / index_name(name))
-            result.sizes[name] = len({r["key"] for r in part.rows})
-            result.rows += len(part.rows)
+            if part.name == name:
+                os.replace(part.tmp_index, out_dir / index_name(name))
+            else:   # an earlier range made no tar or several: the names moved up
+                table = pq.read_table(part.tmp_index)
+                write_table(table.set_column(table.schema.get_field_index("shard"), "shard",
+                                             pa.array([name] * table.num_rows, pa.string())),
+                            "shard_index", out_dir / index_name(name))
+                os.unlink(part.tmp_index)
+            result.sizes[name] = part.samples
+            result.rows += part.rows
+            result.reused += part.reused
+            result.resumed += part.reused and done.resumed
+            result.written += not part.reused
             record = {"name": name, "keys": part.keys, "failed": sorted(part.failed), "fingerprint": part.fingerprint}
             with open(progress, "a", encoding="utf-8") as fh:   # the tar and its index are complete
                 fh.write(json.dumps({"version": WRITER_VERSION, **record}, ensure_ascii=False) + "\n")

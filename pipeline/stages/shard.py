@@ -25,7 +25,7 @@ import functools
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -94,14 +94,15 @@ def run(params: dict, batch_rows: int = BATCH_ROWS) -> StageResult:
         ex.check_inputs(p or "." for (p,) in con.sql(
             f"select distinct parse_dirpath(canonical_path) from ({join_sql(params, _IN_SPLITS)})").fetchall())
         order = ["split_rank", "pair_id"] if cfg["captions"] == "pair" else ["split_rank", "canonical_image_id", "pair_id"]
-        columns = sorted({*META_COLUMNS, "canonical_path", "canonical_sha256", *(TEXT_VARIANTS[v] for v in variants)})
+        columns = sorted({*META_COLUMNS, *_CANONICAL_COLUMNS, *(TEXT_VARIANTS[v] for v in variants)})
         stream = _SplitStream(join_corpus(con, params, _IN_SPLITS, order, [*columns, _SPLIT_RANK], batch_rows))
         result.extra = {}
         rows = 0
         with Publication(out / ".shard.commit.json") as pub:
             folders = {}
             for split in SPLITS:
-                samples = _samples(stream.take(split), cfg["captions"], variants)
+                fits = functools.partial(_fits, max_side=cfg["max_side"]) if cfg["skip_reencode"] else None
+                samples = _samples(stream.take(split), cfg["captions"], variants, fits)
                 previous = out / split if (out / split).is_dir() else None
                 resume_from = _take_partial(out / split)
                 tmp = pub.directory(out / split, partial=True)
@@ -138,6 +139,19 @@ def run(params: dict, batch_rows: int = BATCH_ROWS) -> StageResult:
             shutil.rmtree(_resume_dir(out / split), ignore_errors=True)
         result.rows_out, result.rejected = rows, len(rejects)
     return result
+
+
+_CANONICAL_COLUMNS = ("canonical_path", "canonical_sha256", "canonical_format", "canonical_mode",
+                      "canonical_exif_orientation", "canonical_width", "canonical_height")
+
+
+def _fits(row: dict, max_side: int) -> bool:
+    """Whether the canonical image may pass through as it is (``shard.skip_reencode``): an RGB
+    JPEG, upright, within ``max_side``, as ingest decoded it (the file's SHA-256 is in the
+    fingerprint, so the answer cannot go stale behind a reused tar)."""
+    return (row["canonical_format"] == "JPEG" and row["canonical_mode"] == "RGB"
+            and row["canonical_exif_orientation"] in (0, 1)
+            and max(row["canonical_width"] or 0, row["canonical_height"] or 0) <= max_side)
 
 
 # Joined rows in a split of the shards; the rest were removed by decontamination.
@@ -194,13 +208,15 @@ def _take_partial(dest: Path) -> Path | None:
     return resume if resume.is_dir() else None
 
 
-def _samples(rows: Iterable[dict], mode: str, variants: Sequence[str] = ()) -> Iterator[Sample]:
+def _samples(rows: Iterable[dict], mode: str, variants: Sequence[str] = (),
+             fits: Callable[[dict], bool] | None = None) -> Iterator[Sample]:
     """Samples of one split in key order: one per pair, or one per canonical image (cluster).
 
     ``rows`` come ordered by pair id (``pair``) or by canonical image then pair id (``cluster``),
     so a cluster's captions arrive together. ``variants`` (shard.text_variants) add each pair's
     enriched captions, aligned with its caption's position in the sample, so
-    ``ontology.txt.1`` belongs to ``txt.1``.
+    ``ontology.txt.1`` belongs to ``txt.1``. ``fits`` tells from a row whether its canonical
+    image passes through without re-encoding (None: the encoder reads the header).
     """
     def sample(key: str, group: list[dict]) -> Sample:
         meta = [{c: r[c] for c in META_COLUMNS} for r in group]
@@ -208,7 +224,8 @@ def _samples(rows: Iterable[dict], mode: str, variants: Sequence[str] = ()) -> I
                       image_sha256=group[0]["canonical_sha256"] or "",
                       captions=tuple((m["pair_id"], m["truncated_caption"]) for m in meta),
                       meta=meta[0] if mode == "pair" else {**meta[0], "pairs": meta},
-                      variants=tuple((name, tuple(r[TEXT_VARIANTS[name]] for r in group)) for name in variants))
+                      variants=tuple((name, tuple(r[TEXT_VARIANTS[name]] for r in group)) for name in variants),
+                      passthrough=fits(group[0]) if fits is not None else None)
 
     if mode == "pair":
         for row in rows:
