@@ -18,6 +18,9 @@ from pipeline.params import section
 from pipeline.stages import StageResult, Timer
 from pipeline.tables import TableWriter, atomic_dir, load_schema
 
+#: Rows per parquet row group: the writer holds one group (a metadata row is ~1.5 KB), so this
+#: bounds the stage's memory; a table of up to this many rows is one group, as before.
+ROW_GROUP_ROWS = 65_536
 RELEASE_CSV_COLUMNS = ["filename", "caption", "truncated_caption", "source", "source_type", "disease_label",
                        "hierarchical_disease_label", "skin_concept", "body_location", "symptoms", "age", "gender"]
 # metadata columns the corpus join names differently
@@ -37,7 +40,7 @@ def run(params: dict, batch_rows: int = BATCH_ROWS) -> StageResult:
         batches = join_corpus(con, params, order_by=("j.pair_id",), columns=columns, batch_rows=batch_rows,
                               join=f"join {manifest} m on m.pair_id = j.pair_id")
         with atomic_dir(out) as tmp:   # the table and its CSV export appear together or not at all
-            with TableWriter("metadata", tmp / "metadata.parquet") as table, \
+            with TableWriter("metadata", tmp / "metadata.parquet", ROW_GROUP_ROWS) as table, \
                     open(tmp / "derm1m_release.csv", "w", encoding="utf-8", newline="") as fh:
                 for n, batch in enumerate(batches):
                     table.write(batch)

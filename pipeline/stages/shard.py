@@ -91,8 +91,9 @@ def run(params: dict, batch_rows: int = BATCH_ROWS) -> StageResult:
         pairs = table_source("pairs", table_paths(params)["pairs"])
         result.rows_in = int(con.execute(f"select count(*) from {pairs}").fetchall()[0][0])
         rejects = _rejects(con, params, pairs)
-        ex.check_inputs(p or "." for (p,) in con.sql(
-            f"select distinct parse_dirpath(canonical_path) from ({join_sql(params, _IN_SPLITS)})").fetchall())
+        # Workers read the images and write the tars: on a cluster both must be on shared storage.
+        ex.check_inputs([str(out), *(p or "." for (p,) in con.sql(
+            f"select distinct parse_dirpath(canonical_path) from ({join_sql(params, _IN_SPLITS)})").fetchall())])
         order = ["split_rank", "pair_id"] if cfg["captions"] == "pair" else ["split_rank", "canonical_image_id", "pair_id"]
         columns = sorted({*META_COLUMNS, *_CANONICAL_COLUMNS, *(TEXT_VARIANTS[v] for v in variants)})
         stream = _SplitStream(join_corpus(con, params, _IN_SPLITS, order, [*columns, _SPLIT_RANK], batch_rows))
