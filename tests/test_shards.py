@@ -325,20 +325,20 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("mode", ["pair", "cluster"])
 def test_stage_bytes_do_not_depend_on_workers_or_batch_size(corpus: dict, tmp_path: Path, mode: str) -> None:
-    """Shards, manifest, rejects and metadata: the same bytes in one process reading the join 7
-    rows at a time as in a pool of two reading 4096 at a time."""
+    """Shards, manifest, rejects and metadata: the same bytes in one process joining 11 pairs at
+    a time and reading 7 rows a batch, as in a pool of two joining everything at once."""
     from pipeline.stages import metadata, shard
 
     trees = []
-    for name, executor, batch in (("serial", {"kind": "serial", "workers": 1}, 7),
-                                  ("pool", {"kind": "local", "workers": 2}, 4096)):
+    for name, executor, batch, chunk in (("serial", {"kind": "serial", "workers": 1}, 7, 11),
+                                         ("pool", {"kind": "local", "workers": 2}, 4096, 100_000)):
         params = json.loads(json.dumps(corpus["params"]))
         params["executor"].update(executor)
         params["shard"].update(out=str(tmp_path / name / "shards"), captions=mode, max_samples_per_shard=9)
         params["metadata"]["out"] = str(tmp_path / name / "metadata")
-        result = shard.run(params, batch_rows=batch)
+        result = shard.run(params, batch_rows=batch, chunk_pairs=chunk)
         assert result.rows_out + result.rejected == result.rows_in
-        metadata.run(params, batch_rows=batch if name == "pool" else 3)
+        metadata.run(params, batch_rows=batch if name == "pool" else 3, chunk_pairs=chunk)
         trees.append(_tree(tmp_path / name))
     assert trees[0].keys() == trees[1].keys() and len(trees[0]) > 10
     assert [f for f in trees[0] if trees[0][f] != trees[1][f]] == []

@@ -6,11 +6,15 @@ with sorted keys. Each tar gets an index parquet beside it (key, offset, pair_id
 img2dataset's status files, and the split gets the ``sizes.json`` open_clip reads to know the
 number of samples.
 
+Parallel: the samples are cut into ranges of ``max_samples``; a worker turns each range into
+its tar (or tars, when the byte limit cuts it) under temporary names, and the caller names
+them in order, so the bytes depend on the samples and options only, never on the worker count.
+
 Incremental: ``fingerprints.json`` records, per tar, the keys it consumed and a hash of every
 input that shapes its bytes (captions, metadata, source image SHA-256, encoder options, shard
-limits). When a rebuild finds the same keys with the same fingerprint at the same position, the
-old tar and index are hard-linked into the new folder instead of re-encoded, so a change to
-later rows leaves earlier shards untouched (same inode, same mtime) and costs no image work.
+limits). When a rebuild finds, for a range, earlier tars that consumed its keys with the same
+fingerprints, those tars are hard-linked into the new folder instead of re-encoded, so a change
+to later rows leaves earlier shards untouched (same inode, same mtime) and costs no image work.
 
 Resumable: as each tar (and its index) is complete, its record is appended to
 ``.progress.jsonl`` in the folder being written. A killed run's folder, given back as

@@ -11,7 +11,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from pipeline.corpus import BATCH_ROWS, duckdb_scratch, join_corpus, join_sql, table_source
+from pipeline.corpus import (
+    BATCH_ROWS,
+    CHUNK_PAIRS,
+    duckdb_scratch,
+    join_corpus,
+    skeleton_sql,
+    table_source,
+)
 from pipeline.csvsafe import neutralise_frame
 from pipeline.executor import resolve_workers
 from pipeline.params import section
@@ -27,18 +34,22 @@ RELEASE_CSV_COLUMNS = ["filename", "caption", "truncated_caption", "source", "so
 _RENAMED = {"filename": "canonical_path", "width": "canonical_width", "height": "canonical_height"}
 
 
-def run(params: dict, batch_rows: int = BATCH_ROWS) -> StageResult:
-    """Write metadata.parquet and derm1m_release.csv; ``batch_rows`` changes no byte."""
+def run(params: dict, batch_rows: int = BATCH_ROWS, chunk_pairs: int = CHUNK_PAIRS) -> StageResult:
+    """Write metadata.parquet and derm1m_release.csv; ``batch_rows`` and ``chunk_pairs`` (how the
+    join is read, see :func:`pipeline.corpus.join_corpus`) change no byte."""
     cfg = section(params, "metadata", {"out": str})
     manifest = table_source("shard_index", Path(section(params, "shard", {"out": str})["out"]) / "manifest.parquet")
     workers = section(params, "ingest", {"workers": int})["workers"]
     out = Path(cfg["out"])
     joined = {"shard": "m.shard", "index_in_shard": "m.index_in_shard"}
     columns = [f"{joined.get(c, 'j.' + _RENAMED.get(c, c))} as {c}" for c in load_schema("metadata").names]
-    with Timer(StageResult("metadata")) as result, duckdb_scratch(out, resolve_workers(workers)) as con:
-        result.rows_in = int(con.execute(f"select count(*) from ({join_sql(params, order_by=())})").fetchall()[0][0])
+    with Timer(StageResult("metadata")) as result, duckdb_scratch(out.parent, resolve_workers(workers)) as con:
+        result.rows_in = int(con.execute(f"select count(*) from ({skeleton_sql(params)})").fetchall()[0][0])
+        # The manifest is read a chunk at a time too (chunk_pairs: see join_corpus).
         batches = join_corpus(con, params, order_by=("j.pair_id",), columns=columns, batch_rows=batch_rows,
-                              join=f"join {manifest} m on m.pair_id = j.pair_id")
+                              join=f"join (select pair_id, shard, index_in_shard from {manifest} where pair_id in "
+                                   "(select pair_id from chunk_pairs)) m on m.pair_id = j.pair_id",
+                              chunk_pairs=chunk_pairs)
         with atomic_dir(out) as tmp:   # the table and its CSV export appear together or not at all
             with TableWriter("metadata", tmp / "metadata.parquet", ROW_GROUP_ROWS) as table, \
                     open(tmp / "derm1m_release.csv", "w", encoding="utf-8", newline="") as fh:

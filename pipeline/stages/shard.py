@@ -29,14 +29,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from pipeline.corpus import (
     BATCH_ROWS,
+    CHUNK_PAIRS,
     duckdb_scratch,
     join_corpus,
-    join_sql,
     rows_of,
+    skeleton_sql,
     table_paths,
     table_source,
 )
@@ -66,8 +66,9 @@ _CONFIG = {"out": str, "max_samples_per_shard": int, "max_shard_bytes": int, "ma
            "text_variants": list}
 
 
-def run(params: dict, batch_rows: int = BATCH_ROWS) -> StageResult:
-    """Write the shards; ``batch_rows`` (rows per batch read from the join) changes no byte."""
+def run(params: dict, batch_rows: int = BATCH_ROWS, chunk_pairs: int = CHUNK_PAIRS) -> StageResult:
+    """Write the shards; ``batch_rows`` and ``chunk_pairs`` (how the join is read, see
+    :func:`pipeline.corpus.join_corpus`) change no byte."""
     cfg = section(params, "shard", _CONFIG)
     if cfg["captions"] not in CAPTION_MODES:
         raise ConfigError(f"params.yaml: shard.captions {cfg['captions']!r} is not one of {list(CAPTION_MODES)}")
@@ -93,17 +94,19 @@ def run(params: dict, batch_rows: int = BATCH_ROWS) -> StageResult:
         rejects = _rejects(con, params, pairs)
         # Workers read the images and write the tars: on a cluster both must be on shared storage.
         ex.check_inputs([str(out), *(p or "." for (p,) in con.sql(
-            f"select distinct parse_dirpath(canonical_path) from ({join_sql(params, _IN_SPLITS)})").fetchall())])
-        order = ["split_rank", "pair_id"] if cfg["captions"] == "pair" else ["split_rank", "canonical_image_id", "pair_id"]
+            f"select distinct parse_dirpath(canonical_path) from ({skeleton_sql(params)}) where {_IN_SPLITS}"
+        ).fetchall())])
+        order = ["pair_id"] if cfg["captions"] == "pair" else ["canonical_image_id", "pair_id"]
         columns = sorted({*META_COLUMNS, *_CANONICAL_COLUMNS, *(TEXT_VARIANTS[v] for v in variants)})
-        stream = _SplitStream(join_corpus(con, params, _IN_SPLITS, order, [*columns, _SPLIT_RANK], batch_rows))
         result.extra = {}
-        rows = 0
+        samples_out = 0
         with Publication(out / ".shard.commit.json") as pub:
             folders = {}
             for split in SPLITS:
                 fits = functools.partial(_fits, max_side=cfg["max_side"]) if cfg["skip_reencode"] else None
-                samples = _samples(stream.take(split), cfg["captions"], variants, fits)
+                rows = rows_of(join_corpus(con, params, f"split = '{split}'", order, columns, batch_rows,
+                                           chunk_pairs=chunk_pairs))
+                samples = _samples(rows, cfg["captions"], variants, fits)
                 previous = out / split if (out / split).is_dir() else None
                 resume_from = _take_partial(out / split)
                 tmp = pub.directory(out / split, partial=True)
@@ -116,7 +119,7 @@ def run(params: dict, batch_rows: int = BATCH_ROWS) -> StageResult:
                     rejects += [Reject("shard", s.meta["source"], pair_id, "shard_image_failed",
                                        "canonical image could not be re-encoded", s.image_path)
                                 for pair_id, _ in s.captions]
-                rows += written.rows
+                samples_out += written.rows
                 result.extra[split] = sum(written.sizes.values())
                 result.extra[f"{split}_tars"] = len(written.sizes)
                 result.extra[f"{split}_bytes"] = sum((tmp / name).stat().st_size for name in written.sizes)
@@ -138,7 +141,7 @@ def run(params: dict, batch_rows: int = BATCH_ROWS) -> StageResult:
             kill_point("shard_before_publish")
         for split in SPLITS:
             shutil.rmtree(_resume_dir(out / split), ignore_errors=True)
-        result.rows_out, result.rejected = rows, len(rejects)
+        result.rows_out, result.rejected = samples_out, len(rejects)
     return result
 
 
@@ -157,36 +160,18 @@ def _fits(row: dict, max_side: int) -> bool:
 
 # Joined rows in a split of the shards; the rest were removed by decontamination.
 _IN_SPLITS = "split in (" + ", ".join(f"'{s}'" for s in SPLITS) + ")"
-# Rows come split by split in SPLITS order (train, validation, holdout), one query for all three.
-_SPLIT_RANK = "case split " + " ".join(f"when '{s}' then {i}" for i, s in enumerate(SPLITS)) + " end as split_rank"
-
-
 def _rejects(con: duckdb.DuckDBPyConnection, params: dict, pairs: str) -> list[Reject]:
     """Pairs with no sample: their image failed dedup hashing (no cluster), or its cluster was
     split off by decontamination; accounted for here, so pairs = samples + rejects."""
     clusters = table_source("clusters", table_paths(params)["clusters"])
     hash_failed = con.execute(f"select source, pair_id from {pairs} where image_id not in "
                               f"(select image_id from {clusters}) order by pair_id").fetchall()
-    removed = con.execute(f"select source, pair_id, path from ({join_sql(params, f'not coalesce({_IN_SPLITS}, false)')})"
-                          ).fetchall()
+    removed = con.execute(f"select source, pair_id, path from ({skeleton_sql(params)}) "
+                          f"where not coalesce({_IN_SPLITS}, false) order by pair_id").fetchall()
     return ([Reject("shard", source, pair_id, "hash_failed", "image was rejected by dedup", None)
              for source, pair_id in hash_failed]
             + [Reject("shard", source, pair_id, "decontaminated", "image matches a benchmark image", path)
                for source, pair_id, path in removed])
-
-
-class _SplitStream:
-    """The joined rows, ordered by split, handed out one split at a time."""
-
-    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
-        self.rows = rows_of(batches)
-        self.head: dict | None = next(self.rows, None)
-
-    def take(self, split: str) -> Iterator[dict]:
-        """The rows of ``split``; the splits must be taken in the order the rows come in."""
-        while self.head is not None and self.head["split"] == split:
-            yield self.head
-            self.head = next(self.rows, None)
 
 
 def _resume_dir(dest: Path) -> Path:
