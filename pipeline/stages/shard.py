@@ -99,7 +99,7 @@ def run(params: dict, batch_rows: int = BATCH_ROWS, chunk_pairs: int = CHUNK_PAI
         order = ["pair_id"] if cfg["captions"] == "pair" else ["canonical_image_id", "pair_id"]
         columns = sorted({*META_COLUMNS, *_CANONICAL_COLUMNS, *(TEXT_VARIANTS[v] for v in variants)})
         result.extra = {}
-        samples_out = 0
+        index_rows = 0   # one per caption: pairs in = index rows + rejects
         with Publication(out / ".shard.commit.json") as pub:
             folders = {}
             for split in SPLITS:
@@ -119,7 +119,7 @@ def run(params: dict, batch_rows: int = BATCH_ROWS, chunk_pairs: int = CHUNK_PAI
                     rejects += [Reject("shard", s.meta["source"], pair_id, "shard_image_failed",
                                        "canonical image could not be re-encoded", s.image_path)
                                 for pair_id, _ in s.captions]
-                samples_out += written.rows
+                index_rows += written.rows
                 result.extra[split] = sum(written.sizes.values())
                 result.extra[f"{split}_tars"] = len(written.sizes)
                 result.extra[f"{split}_bytes"] = sum((tmp / name).stat().st_size for name in written.sizes)
@@ -141,7 +141,7 @@ def run(params: dict, batch_rows: int = BATCH_ROWS, chunk_pairs: int = CHUNK_PAI
             kill_point("shard_before_publish")
         for split in SPLITS:
             shutil.rmtree(_resume_dir(out / split), ignore_errors=True)
-        result.rows_out, result.rejected = samples_out, len(rejects)
+        result.rows_out, result.rejected = index_rows, len(rejects)
     return result
 
 
