@@ -113,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _record(params: dict, result: object) -> None:
+    """Keep the stage's summary for the report's stage times; a failure to write it is a
+    warning, never a failed stage (its outputs are complete)."""
+    from pipeline.stages import StageResult, write_summary
+
+    if isinstance(result, StageResult):
+        try:
+            write_summary(params, result)
+        except OSError as exc:
+            print(one_line(f"derm1m: warning: stage summary not written: {exc}"), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -121,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             params = load_params(args.params, args.overrides + profile)
             if getattr(args, "models", None):
                 params["evaluate"]["models"] = list(args.models)
-            importlib.import_module(STAGES[args.command][0]).run(params)
+            result = importlib.import_module(STAGES[args.command][0]).run(params)
+            _record(params, result)
         elif args.command == "annotate":
             from pipeline.stages import annotate
 
@@ -131,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                 annotate.annotate_csv(Path(args.input), Path(args.output), args.ontology,
                                       load_params(args.params, args.overrides) if Path(args.params).exists() else None)
             else:
-                annotate.run(load_params(args.params, args.overrides))
+                params = load_params(args.params, args.overrides)
+                _record(params, annotate.run(params))
         elif args.command == "ontology":
             from pipeline.stages import ontology
 

@@ -128,6 +128,14 @@ class Executor:
         """``[fn(x) for x in items]``; ``inputs`` are paths every worker must be able to read."""
         raise NotImplementedError
 
+    def imap(self, fn: Callable[[T], R], items: Iterable[T], desc: str = "work", unit: str = "it",
+             total: int | None = None) -> Iterator[R]:
+        """``fn`` over a stream of items, yielded in input order as they complete.
+
+        Items are pulled lazily with a few per worker in flight, so a stream of a million
+        samples (shard ranges, caption batches) passes through in bounded memory."""
+        raise NotImplementedError
+
     def check_inputs(self, inputs: Iterable[str]) -> None:
         """Fail with one line if a worker cannot read one of these paths (files or folders).
 
@@ -147,18 +155,69 @@ class SerialExecutor(Executor):
             chunksize: int | None = None, inputs: Iterable[str] = ()) -> list[R]:
         return list(progress((fn(x) for x in items), len(items), desc, unit))
 
+    def imap(self, fn: Callable[[T], R], items: Iterable[T], desc: str = "work", unit: str = "it",
+             total: int | None = None) -> Iterator[R]:
+        return imap_ordered(fn, items, 1, desc, unit, total)
+
 
 class LocalExecutor(Executor):
-    """A process pool on this machine (the default): :func:`map_ordered` with ``workers``."""
+    """A process pool on this machine (the default), ``workers`` processes.
+
+    One pool serves every ``map``/``imap`` call of the stage, started with the executor:
+    starting one per call forks the parent again each time, and a parent holding a large
+    corpus makes each fork cost (page tables) what a tar's work costs. Forked at start, the
+    workers also never inherit a DuckDB engine's threads the stage opens afterwards.
+    """
 
     kind = "local"
 
     def __init__(self, workers: int | None) -> None:
         self.workers = workers
+        self.pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> LocalExecutor:
+        if self.pool is None and resolve_workers(self.workers) > 1:
+            self.pool = ProcessPoolExecutor(max_workers=resolve_workers(self.workers))
+            # Fork the workers now (a pool forks on its first task), while the parent is small.
+            for fut in [self.pool.submit(os.getpid) for _ in range(resolve_workers(self.workers))]:
+                fut.result()
+        return self
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str = "work", unit: str = "it",
             chunksize: int | None = None, inputs: Iterable[str] = ()) -> list[R]:
-        return map_ordered(fn, items, self.workers, desc, unit, chunksize)
+        workers = resolve_workers(self.workers)
+        n = len(items)
+        if self.pool is None or n < 2 * workers:
+            return map_ordered(fn, items, self.workers, desc, unit, chunksize)
+        chunksize = chunksize or max(1, min(256, n // (workers * 8) or 1))
+        return list(progress(self.pool.map(fn, items, chunksize=chunksize), n, desc, unit))
+
+    def imap(self, fn: Callable[[T], R], items: Iterable[T], desc: str = "work", unit: str = "it",
+             total: int | None = None) -> Iterator[R]:
+        if self.pool is None:
+            yield from imap_ordered(fn, items, 1, desc, unit, total)
+            return
+        window = 2 * resolve_workers(self.workers)
+        bar = progress(iter(()), total, desc, unit)
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(self.pool.submit(fn, item))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+                    bar.update(1)
+            while pending:
+                yield pending.popleft().result()
+                bar.update(1)
+        finally:
+            for fut in pending:
+                fut.cancel()
+            bar.close()
 
     def describe(self) -> str:
         return f"local ({resolve_workers(self.workers)} processes)"
@@ -250,6 +309,33 @@ class DaskExecutor(Executor):
                 raise PipelineError(f"dask worker {worker} cannot read {bad[0]!r}{more} (its working directory "
                                     f"is {cwd}): inputs must be on storage every worker sees at the same "
                                     "path; see README 'Running on a cluster'")
+
+    def imap(self, fn: Callable[[T], R], items: Iterable[T], desc: str = "work", unit: str = "it",
+             total: int | None = None) -> Iterator[R]:
+        """One task per item (an item is already a batch: a shard range, a caption batch), a
+        few per worker in flight, each released once read."""
+        self.start()
+        assert self.client is not None
+        window = 2 * max(1, self.n_workers())
+        bar = progress(iter(()), total, desc, unit)
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(self.client.submit(fn, item, pure=False))
+                if len(pending) >= window:
+                    fut = pending.popleft()
+                    yield fut.result()
+                    fut.release()
+                    bar.update(1)
+            while pending:
+                fut = pending.popleft()
+                yield fut.result()
+                fut.release()
+                bar.update(1)
+        finally:
+            for fut in pending:
+                fut.release()
+            bar.close()
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], desc: str = "work", unit: str = "it",
             chunksize: int | None = None, inputs: Iterable[str] = ()) -> list[R]:

@@ -98,9 +98,16 @@ def all_schemas() -> list[TableSchema]:
     return [load_schema(p.stem) for p in sorted(SCHEMA_DIR.glob("*.yaml"))]
 
 
-def to_arrow(frame: pd.DataFrame | Iterable[dict], schema_name: str) -> pa.Table:
-    """Validate and convert rows to an Arrow table with exactly the declared columns and types."""
+def to_arrow(frame: pd.DataFrame | pa.Table | pa.RecordBatch | Iterable[dict], schema_name: str) -> pa.Table:
+    """Validate and convert rows to an Arrow table with exactly the declared columns and types.
+
+    Arrow input (a DuckDB result, another table's row group) is cast column by column, so it
+    never passes through Python objects: the same values give the same table either way."""
     schema = load_schema(schema_name)
+    if isinstance(frame, pa.RecordBatch):
+        frame = pa.Table.from_batches([frame])
+    if isinstance(frame, pa.Table):
+        return _arrow_from_arrow(frame, schema, schema_name)
     if not isinstance(frame, pd.DataFrame):
         # Rows as dicts: a key the schema lacks is ignored and a missing one is null, as a
         # DataFrame built with the schema's columns would give (without building one).
@@ -123,6 +130,26 @@ def _arrow_from_columns(columns: dict[str, list], schema: TableSchema, schema_na
         try:
             arr = pa.array(pylist, type=_TYPES[col.type])
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            raise PipelineError(f"table {schema_name}: column {col.name} is not {col.type}: {exc}") from None
+        if not col.nullable and arr.null_count:
+            raise PipelineError(f"table {schema_name}: column {col.name} has {arr.null_count} nulls but is declared non-nullable")
+        arrays.append(arr)
+    return pa.Table.from_arrays(arrays, schema=schema.arrow)
+
+
+def _arrow_from_arrow(table: pa.Table, schema: TableSchema, schema_name: str) -> pa.Table:
+    missing = [n for n in schema.names if n not in table.column_names]
+    extra = [n for n in table.column_names if n not in schema.names]
+    if missing or extra:
+        raise PipelineError(
+            f"table {schema_name}: columns differ from schemas/{schema_name}.yaml "
+            f"(missing {missing}, unexpected {extra}); update the schema or the stage"
+        )
+    arrays = []
+    for col in schema.columns:
+        try:
+            arr = table.column(col.name).cast(_TYPES[col.type])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             raise PipelineError(f"table {schema_name}: column {col.name} is not {col.type}: {exc}") from None
         if not col.nullable and arr.null_count:
             raise PipelineError(f"table {schema_name}: column {col.name} has {arr.null_count} nulls but is declared non-nullable")
@@ -180,7 +207,7 @@ class TableWriter:
         self._writer = pq.ParquetWriter(self._tmp, self.schema.arrow, **_PARQUET_OPTIONS)
         return self
 
-    def write(self, frame: pd.DataFrame | Iterable[dict]) -> None:
+    def write(self, frame: pd.DataFrame | pa.Table | pa.RecordBatch | Iterable[dict]) -> None:
         table = to_arrow(frame, self.schema_name)
         if not table.num_rows:
             return
@@ -205,7 +232,9 @@ class TableWriter:
         table = pa.concat_tables(self._pending)
         full = table.num_rows if final else table.num_rows - table.num_rows % size
         for start in range(0, full, size):
-            self._writer.write_table(table.slice(start, min(size, full - start)))
+            # One chunk per row group: the parquet writer starts a page batch at every chunk
+            # boundary, so chunks shaped by the callers' batches would shape the bytes.
+            self._writer.write_table(table.slice(start, min(size, full - start)).combine_chunks())
         rest = table.slice(full)
         self._pending = [rest] if rest.num_rows else []
         self._pending_rows = rest.num_rows

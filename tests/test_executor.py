@@ -80,6 +80,37 @@ def test_executor_config_defaults_and_errors() -> None:
             executor_config({"executor": section})
 
 
+def _square(x: int) -> int:
+    return x * x
+
+
+def _pid(_: int) -> int:
+    time.sleep(0.01)
+    return os.getpid()
+
+
+@pytest.mark.parametrize("kind", ["serial", "local"])
+def test_imap_streams_in_input_order_on_one_pool(kind: str) -> None:
+    """imap pulls a generator lazily and yields in input order; the local executor keeps one
+    pool for all its calls (a pool per call forks the parent again each time)."""
+    pulled: list[int] = []
+
+    def items():
+        for i in range(40):
+            pulled.append(i)
+            yield i
+
+    with make_executor({"executor": {"kind": kind, "workers": 2}}) as ex:
+        stream = ex.imap(_square, items())
+        assert next(stream) == 0 and len(pulled) <= 5   # a few in flight, not the whole input
+        assert list(stream) == [i * i for i in range(1, 40)]
+        first, second = set(ex.imap(_pid, range(16))), set(ex.map(_pid, list(range(16))))
+    if kind == "local":
+        assert first == second and os.getpid() not in first and len(first) <= 2
+    else:
+        assert first == second == {os.getpid()}
+
+
 def test_repository_params_select_the_local_pool() -> None:
     from conftest import repo_params
 

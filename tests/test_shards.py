@@ -26,10 +26,12 @@ from pipeline.shards.writer import (
     FINGERPRINTS_FILE,
     Sample,
     ShardOptions,
+    _members,
+    _write_tar,
     encode_jpeg,
     write_split,
 )
-from pipeline.tables import read_table
+from pipeline.tables import read_table, write_json
 
 
 def _image(path: Path, size: tuple[int, int], seed: int, fmt: str = "JPEG", exif_orientation: int = 0) -> Path:
@@ -163,6 +165,75 @@ def test_cluster_captions_as_txt_members_and_pick_caption(tmp_path: Path) -> Non
     assert pick_caption(raw[0], 3) == pick_caption(raw[0], 3)
 
 
+def test_tar_bytes_equal_webdataset_tarwriter(tmp_path: Path) -> None:
+    """The writer frames members itself (speed); the bytes must be webdataset.TarWriter's,
+    including a key long enough to need a PAX header and a non-ASCII caption."""
+    samples = _corpus(tmp_path / "img", 3, captions_per=2)
+    long_key = "k" * 140
+    samples.append(Sample(long_key, "x", samples[0].image_path, "", (("p", "caption \u00e9\u00e8 \u4e2d"),), {"a": 1},
+                          (("ontology", ("onto",)),)))
+    chunk = [(s, _members(s, Path(s.image_path).read_bytes())) for s in samples]
+    rows = _write_tar(tmp_path / "ours.tar", "train", chunk)
+    with open(tmp_path / "theirs.tar", "wb") as fh:
+        writer = wds.TarWriter(fh, user="derm1m", group="derm1m", mode=0o444, mtime=0, encoder=False)
+        for _, members in chunk:
+            writer.write(members)
+        writer.close()
+    assert (tmp_path / "ours.tar").read_bytes() == (tmp_path / "theirs.tar").read_bytes()
+    raw = (tmp_path / "ours.tar").read_bytes()
+    with tarfile.open(tmp_path / "ours.tar") as tar:
+        offsets = {m.name: m.offset for m in tar.getmembers()}
+    assert [r["offset"] for r in rows] == [offsets[f"{r['key']}.jpg"] for r in rows]
+    assert raw[rows[-1]["offset"]:].startswith(b"././@PaxHeader")  # the long name needs a PAX header
+
+
+def test_fingerprints_file_streamed_as_write_json_writes_it(tmp_path: Path) -> None:
+    samples = _corpus(tmp_path / "img", 7)
+    for n, out in ((7, tmp_path / "full"), (0, tmp_path / "empty")):
+        write_split("train", samples[:n], out, ShardOptions(3), _encoder())
+        doc = json.loads((out / FINGERPRINTS_FILE).read_text(encoding="utf-8"))
+        write_json(doc, tmp_path / "again.json")
+        assert (out / FINGERPRINTS_FILE).read_bytes() == (tmp_path / "again.json").read_bytes()
+        assert len(doc["shards"]) == -(-n // 3)
+
+
+def test_keys_must_come_in_ascending_order(tmp_path: Path) -> None:
+    samples = _corpus(tmp_path / "img", 3)
+    with pytest.raises(PipelineError, match="ascending key order"):
+        write_split("train", [samples[1], samples[0]], tmp_path / "o", ShardOptions(5), _encoder())
+
+
+def test_ranges_cut_by_bytes_and_failures_renamed_on_reuse(tmp_path: Path) -> None:
+    """A range is one tar unless the byte limit cuts it; a range whose images all fail makes no
+    tar and the names stay contiguous; a reused tar whose name moved gets its index rewritten."""
+    samples = _corpus(tmp_path / "img", 12)
+    good = {s.key: Path(s.image_path).read_bytes() for s in samples}
+    for s in samples[:4]:
+        Path(s.image_path).write_bytes(b"gone")
+    first = write_split("train", samples, tmp_path / "v1", ShardOptions(4), _encoder())
+    assert first.sizes == {"train-000000.tar": 4, "train-000001.tar": 4}
+    assert [s.key for s in first.failed] == [s.key for s in samples[:4]]
+    for s in samples[:4]:
+        Path(s.image_path).write_bytes(good[s.key])
+    calls: list[str] = []
+    second = write_split("train", samples, tmp_path / "v2", ShardOptions(4), _encoder(calls), previous=tmp_path / "v1")
+    assert calls == [s.key for s in samples[:4]] and second.reused == 2 and second.written == 1
+    assert (tmp_path / "v1/train-000000.tar").stat().st_ino == (tmp_path / "v2/train-000001.tar").stat().st_ino
+    assert set(read_table("shard_index", tmp_path / "v2/train-000002.parquet")["shard"]) == {"train-000002.tar"}
+    fresh = write_split("train", samples, tmp_path / "fresh", ShardOptions(4), _encoder())
+    assert fresh.sizes == second.sizes
+    for f in sorted(p.name for p in (tmp_path / "fresh").iterdir()):
+        assert filecmp.cmp(tmp_path / "fresh" / f, tmp_path / "v2" / f, shallow=False), f
+    # A byte limit cuts a range into several tars; rebuilt from the previous build, all reused.
+    limit = 12 * 1024
+    cut = write_split("train", samples, tmp_path / "b1", ShardOptions(4, max_bytes=limit), _encoder())
+    assert len(cut.sizes) > 3 and sum(cut.sizes.values()) == 12
+    assert list(cut.sizes) == [f"train-{i:06d}.tar" for i in range(len(cut.sizes))]
+    again = write_split("train", samples, tmp_path / "b2", ShardOptions(4, max_bytes=limit), _encoder(calls := []),
+                        previous=tmp_path / "b1")
+    assert calls == [] and again.reused == len(cut.sizes)
+
+
 # --- readers --------------------------------------------------------------------------------
 
 
@@ -246,6 +317,32 @@ def test_stage_cluster_mode_accounts_for_every_pair_and_warns(corpus: dict, tmp_
     params["shard"]["captions"] = "sometimes"
     with pytest.raises(PipelineError, match="shard.captions"):
         shard.run(params)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("mode", ["pair", "cluster"])
+def test_stage_bytes_do_not_depend_on_workers_or_batch_size(corpus: dict, tmp_path: Path, mode: str) -> None:
+    """Shards, manifest, rejects and metadata: the same bytes in one process joining 11 pairs at
+    a time and reading 7 rows a batch, as in a pool of two joining everything at once."""
+    from pipeline.stages import metadata, shard
+
+    trees = []
+    for name, executor, batch, chunk in (("serial", {"kind": "serial", "workers": 1}, 7, 11),
+                                         ("pool", {"kind": "local", "workers": 2}, 4096, 100_000)):
+        params = json.loads(json.dumps(corpus["params"]))
+        params["executor"].update(executor)
+        params["shard"].update(out=str(tmp_path / name / "shards"), captions=mode, max_samples_per_shard=9)
+        params["metadata"]["out"] = str(tmp_path / name / "metadata")
+        result = shard.run(params, batch_rows=batch, chunk_pairs=chunk)
+        assert result.rows_out + result.rejected == result.rows_in
+        metadata.run(params, batch_rows=batch if name == "pool" else 3, chunk_pairs=chunk)
+        trees.append(_tree(tmp_path / name))
+    assert trees[0].keys() == trees[1].keys() and len(trees[0]) > 10
+    assert [f for f in trees[0] if trees[0][f] != trees[1][f]] == []
+    assert not [f for f in trees[0] if ".tmp" in f or "duckdb" in f]   # no scratch left behind
 
 
 # --- the benchmarks still run -----------------------------------------------------------------

@@ -237,11 +237,43 @@ def demographics(con: duckdb.DuckDBPyConnection, top_n: int) -> dict[str, list[t
     }
 
 
+def scale(con: duckdb.DuckDBPyConnection, shard_dirs: dict[str, Path] | None = None) -> dict:
+    """What decides the corpus's cost at Derm1M size: pairs per image, the largest cluster, and
+    per split the shard bytes (the tars on disk, when ``shard_dirs`` names their folders), the
+    JPEG bytes and how many of those repeat an image already in the split.
+
+    A caption is a sample in ``shard.captions: pair`` mode, so an image with five captions is
+    stored five times; ``cluster`` mode stores it once with all five (``repeated`` is what it saves).
+    """
+    per_image = rows(con, "select count(*), count(distinct canonical_image_id) from metadata")[0]
+    splits = rows(con, "select split, count(distinct key), count(*), count(distinct shard), "
+                       "sum(jpg_bytes) filter (where txt_member = 'txt') from shard_index group by 1 order by 1")
+    distinct = dict(rows(con, "select split, sum(b) from (select split, image_id, max(jpg_bytes) b from shard_index "
+                              "where txt_member = 'txt' group by 1, 2) group by 1"))
+    shards = []
+    for split, samples, pairs, tars, jpg in splits:
+        folder = (shard_dirs or {}).get(split)
+        on_disk = sum(p.stat().st_size for p in folder.glob("*.tar")) if folder is not None and folder.is_dir() else 0
+        shards.append((split, int(samples), int(pairs), int(tars), int(on_disk), int(jpg or 0),
+                       int((jpg or 0) - (distinct.get(split) or 0))))
+    return {
+        "pairs": int(per_image[0]),
+        "images": int(per_image[1]),
+        "pairs_per_image": per_image[0] / per_image[1] if per_image[1] else 0.0,
+        "max_pairs_per_image": scalar(con, "select max(n) from (select count(*) n from metadata "
+                                           "group by canonical_image_id)"),
+        "largest_cluster": scalar(con, "select max(cluster_size) from clusters"),
+        "largest_cluster_share": float(rows(con, "select coalesce(max(cluster_size) / count(*), 0) from clusters")[0][0]),
+        "shards": shards,   # (split, samples, pairs, tars, tar bytes, jpg bytes, repeated jpg bytes)
+    }
+
+
 def collect(con: duckdb.DuckDBPyConnection, onto: Ontology, concepts_file: str | Path, top_n: int = 15,
-            examples: int = 3) -> dict:
+            examples: int = 3, shard_dirs: dict[str, Path] | None = None) -> dict:
     """Everything the report, the card and the plot CSVs show, in one dictionary."""
     nodes, unmatched = ontology_counts(con, onto)
     return {
+        "scale": scale(con, shard_dirs),
         "overview": overview(con),
         "sources": sources(con),
         "conditions": conditions(con, top_n),

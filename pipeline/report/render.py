@@ -42,7 +42,28 @@ code{background:#f3efe9;padding:0 3px}
 
 SECTIONS = (("overview", "Overview"), ("sources", "Sources"), ("conditions", "Conditions"), ("ontology", "Ontology"),
             ("concepts", "Concepts"), ("captions", "Captions"), ("dedup", "Deduplication"), ("rejects", "Rejects"),
-            ("splits", "Splits"), ("demographics", "Demographics"), ("model", "Model"))
+            ("splits", "Splits"), ("scale", "Scale"), ("demographics", "Demographics"), ("model", "Model"))
+
+MB = 1_000_000
+
+
+def scale_rows(sc: dict) -> list[tuple]:
+    """The shard table of the Scale section (bytes in MB)."""
+    return [(split, samples, pairs, tars, f"{tar_bytes / MB:,.1f}", f"{jpg / MB:,.1f}", f"{repeated / MB:,.1f}")
+            for split, samples, pairs, tars, tar_bytes, jpg, repeated in sc["shards"]]
+
+
+def scale_note(sc: dict) -> str:
+    """The Scale section's facts in one paragraph of plain text (the page and the card share it)."""
+    repeated = sum(r[6] for r in sc["shards"])
+    tar_bytes = sum(r[4] for r in sc["shards"])
+    text = (f"{sc['pairs']:,} pairs on {sc['images']:,} canonical images: {sc['pairs_per_image']:.2f} pairs per image "
+            f"(at most {sc['max_pairs_per_image'] or 0:,}). Largest duplicate cluster: {sc['largest_cluster'] or 0:,} "
+            f"images ({sc['largest_cluster_share']:.3%} of all images). The shards take {tar_bytes / MB:,.1f} MB")
+    if repeated:
+        text += (f", of which {repeated / MB:,.1f} MB are JPEGs repeated for a second caption of the same image: "
+                 "shard.captions: cluster writes each image once with all its captions (txt, txt.1, ...) and saves them")
+    return text + "."
 
 
 def esc(value: object) -> str:
@@ -174,6 +195,15 @@ def build_html(d: dict, figures: dict[str, bytes], title: str, context: int) -> 
                + table(["split", "pairs", "images", "clusters", "split groups"], sp["sizes"], numeric=(1, 2, 3, 4))
                + "<h3>Leakage checks (all must be zero)</h3><table><thead><tr><th>check</th><th>meaning</th>"
                f'<th class="n">violations</th><th>result</th></tr></thead><tbody>{checks}</tbody></table></section>')
+
+    sc = d["scale"]
+    out.append('<section id="scale"><h2>Scale</h2>'
+               + table(["split", "samples", "pairs", "tars", "tar MB", "JPEG MB", "repeated JPEG MB"], scale_rows(sc),
+                       numeric=(1, 2, 3, 4, 5, 6))
+               + f"<p>{esc(scale_note(sc))}</p><p class=\"muted\">Wall time and peak memory of the last run of each "
+               "stage: <code>stage_times.csv</code> beside this page (written when the stages ran through "
+               "<code>derm1m</code> or <code>dvc repro</code>; not a DVC output, since times differ on every run)."
+               "</p></section>")
 
     out.append('<section id="demographics"><h2>Body location, age, sex and skin type</h2>'
                + img(figures["demographics.png"], "demographics") + "</section>")
@@ -309,6 +339,7 @@ def build_card(d: dict, title: str, context: int) -> str:
         f"- Duplicate images by match kind: {', '.join(f'{k} {n:,}' for k, n in dd['by_match_kind'])}.",
         f"- Largest duplicate cluster: {dd['largest_cluster'][0][0] or 0:,} images; every member is a verified copy of "
         "its cluster's canonical image (no chains).",
+        f"- Scale: {scale_note(d['scale'])}",
         f"- Rejected rows: {ov['rejected']:,} ("
         + (", ".join(f"{r['stage']}/{r['reason']} {r['rows']:,}" for r in d["rejects"]) or "none") + ").",
         f"- Decontamination: {dd['decontaminated_images']:,} images ({dd['decontaminated_pairs']:,} pairs) removed from "

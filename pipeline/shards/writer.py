@@ -6,11 +6,15 @@ with sorted keys. Each tar gets an index parquet beside it (key, offset, pair_id
 img2dataset's status files, and the split gets the ``sizes.json`` open_clip reads to know the
 number of samples.
 
+Parallel: the samples are cut into ranges of ``max_samples``; a worker turns each range into
+its tar (or tars, when the byte limit cuts it) under temporary names, and the caller names
+them in order, so the bytes depend on the samples and options only, never on the worker count.
+
 Incremental: ``fingerprints.json`` records, per tar, the keys it consumed and a hash of every
 input that shapes its bytes (captions, metadata, source image SHA-256, encoder options, shard
-limits). When a rebuild finds the same keys with the same fingerprint at the same position, the
-old tar and index are hard-linked into the new folder instead of re-encoded, so a change to
-later rows leaves earlier shards untouched (same inode, same mtime) and costs no image work.
+limits). When a rebuild finds, for a range, earlier tars that consumed its keys with the same
+fingerprints, those tars are hard-linked into the new folder instead of re-encoded, so a change
+to later rows leaves earlier shards untouched (same inode, same mtime) and costs no image work.
 
 Resumable: as each tar (and its index) is complete, its record is appended to
 ``.progress.jsonl`` in the folder being written. A killed run's folder, given back as
@@ -26,18 +30,22 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import webdataset as wds
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import PipelineError
 from pipeline.faults import kill_point
 from pipeline.images.decode import load_rgb
-from pipeline.tables import write_json, write_table
+from pipeline.tables import atomic_path, write_json, write_table
+
+if TYPE_CHECKING:
+    from pipeline.executor import Executor
 
 # Bump when the tar layout changes, so old fingerprints stop matching.
 # 3: text variant members (<key>.ontology.txt, ...) and the index's variant_members column.
@@ -58,7 +66,9 @@ class Sample:
     ``txt.2``, ... (``shard.captions: cluster``). ``variants`` are ``(name, texts)`` with one
     text (or None) per caption, aligned by index: ``ontology.txt``, ``ontology.txt.1``, ...
     (see :func:`variant_member`; a None is written as an empty member). ``image_sha256`` identifies the source bytes for the
-    incremental fingerprint without reading the file.
+    incremental fingerprint without reading the file. ``passthrough`` says whether the image
+    may be copied as it is (see :func:`encode_jpeg`) when the caller already knows, from what
+    ingest measured (format, mode, EXIF orientation, size); None: the encoder reads the header.
     """
 
     key: str
@@ -68,6 +78,7 @@ class Sample:
     captions: tuple[tuple[str, str], ...]
     meta: dict = field(hash=False)
     variants: tuple[tuple[str, tuple[str | None, ...]], ...] = ()
+    passthrough: bool | None = field(default=None, compare=False)
 
     @property
     def pair_id(self) -> str:
@@ -101,30 +112,51 @@ class ShardOptions:
 
 @dataclass
 class SplitResult:
-    """What one split's write produced: index rows, per-tar counts, failures, reuse counts."""
+    """What one split's write produced: per-tar counts, failures, reuse counts.
 
-    index_rows: list[dict]
-    sizes: dict[str, int]
-    failed: list[Sample]
+    The index rows stay on disk, one parquet per tar (:meth:`index_tables`), rather than in a
+    list: a million rows of Python dicts is a gigabyte.
+    """
+
+    out_dir: Path
+    sizes: dict[str, int] = field(default_factory=dict)
+    failed: list[Sample] = field(default_factory=list)
     reused: int = 0
     written: int = 0
     resumed: int = 0  # of ``reused``: tars a killed run had completed
+    rows: int = 0     # index rows (one per caption)
+
+    def index_tables(self) -> Iterator[pa.Table]:
+        """Each tar's index table, in tar order (each already sorted by the manifest key)."""
+        for name in sorted(self.sizes):
+            yield pq.read_table(self.out_dir / index_name(name))
+
+    @property
+    def index_rows(self) -> list[dict]:
+        """Every index row of the split, in tar order (for tests and small splits)."""
+        return [row for table in self.index_tables() for row in table.to_pylist()]
 
 
-def encode_jpeg(path: str, max_side: int, quality: int, skip_reencode: bool = False) -> bytes | None:
+def encode_jpeg(path: str, max_side: int, quality: int, skip_reencode: bool = False,
+                fits: bool | None = None) -> bytes | None:
     """Upright RGB JPEG no larger than ``max_side``; None if the file no longer decodes.
 
     With ``skip_reencode`` a source that is already an upright RGB baseline-or-progressive JPEG
-    within ``max_side`` is passed through byte for byte: re-encoding it would only lose quality
-    and cost CPU. Its own metadata (EXIF, ICC) then travels with it.
+    within ``max_side`` is passed through byte for byte, without decoding its pixels: re-encoding
+    it would only lose quality and cost CPU. Its own metadata (EXIF, ICC) then travels with it.
+    ``fits`` is that test's answer when the caller has it (the shard stage reads it from the
+    images table: format, mode, orientation and size as ingest decoded them), so a pass-through
+    image is only read and copied; None: Pillow reads the header and EXIF here. The file is read
+    once either way.
     """
-    if skip_reencode and _fits_as_is(path, max_side):
-        try:
-            return Path(path).read_bytes()
-        except OSError:
-            return None
     try:
-        img = load_rgb(path)
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    if skip_reencode and (fits if fits is not None else _fits_as_is(data, max_side)):
+        return data
+    try:
+        img = load_rgb(io.BytesIO(data))
     except (OSError, ValueError, SyntaxError):
         return None
     if max(img.size) > max_side:
@@ -134,10 +166,21 @@ def encode_jpeg(path: str, max_side: int, quality: int, skip_reencode: bool = Fa
     return buf.getvalue()
 
 
-def _fits_as_is(path: str, max_side: int) -> bool:
-    """True when the file is a JPEG a reader decodes to the same upright RGB pixels unchanged."""
+def encode_samples(samples: Sequence[Sample], max_side: int, quality: int,
+                   skip_reencode: bool = False) -> list[bytes | None]:
+    """:func:`encode_jpeg` of each sample's image, each distinct file once (in ``pair`` mode the
+    captions of a duplicate cluster share the canonical image)."""
+    encoded: dict[str, bytes | None] = {}
+    for s in samples:
+        if s.image_path not in encoded:
+            encoded[s.image_path] = encode_jpeg(s.image_path, max_side, quality, skip_reencode, s.passthrough)
+    return [encoded[s.image_path] for s in samples]
+
+
+def _fits_as_is(data: bytes, max_side: int) -> bool:
+    """True when the bytes are a JPEG a reader decodes to the same upright RGB pixels unchanged."""
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
             return (img.format == "JPEG" and img.mode == "RGB" and orientation in (0, 1)
                     and max(img.size) <= max_side)
@@ -147,6 +190,11 @@ def _fits_as_is(path: str, max_side: int) -> bool:
 
 def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.tar"
+
+
+def index_name(tar: str) -> str:
+    """The index parquet beside tar ``tar``."""
+    return tar.replace(".tar", ".parquet")
 
 
 def check_key(key: str) -> None:
@@ -192,18 +240,46 @@ def _tar_bytes(members: int) -> int:
     return -(-(members + 2 * _TAR_BLOCK) // _TAR_RECORD) * _TAR_RECORD
 
 
-def _sample_bytes(sample: Sample, jpg: bytes) -> int:
-    return sum(_member_bytes(len(v)) for k, v in _members(sample, jpg).items() if k != "__key__")
+def _sample_bytes(members: dict[str, bytes]) -> int:
+    return sum(_member_bytes(len(v)) for k, v in members.items() if k != "__key__")
 
 
-def _shard_fingerprint(samples: Sequence[Sample], options: ShardOptions) -> str:
+def _fingerprint_of(fingerprints: Sequence[str], options: ShardOptions) -> str:
+    """A tar's fingerprint: the writer version, the options and its samples' fingerprints."""
     digest = hashlib.sha256(f"{WRITER_VERSION}|{options}".encode())
-    for s in samples:
-        digest.update(s.fingerprint().encode())
+    for fp in fingerprints:
+        digest.update(fp.encode())
     return digest.hexdigest()
 
 
-def _load_previous(previous: Path | None) -> list[dict]:
+def _shard_fingerprint(samples: Sequence[Sample], options: ShardOptions) -> str:
+    return _fingerprint_of([s.fingerprint() for s in samples], options)
+
+
+@dataclass(frozen=True)
+class _Record:
+    """A completed tar of an earlier build, as much of it as reuse needs (not its key list: the
+    fingerprint covers the keys, and a million keys held per split would be ~100 MB)."""
+
+    name: str
+    first: str
+    n: int
+    fingerprint: str
+    failed: tuple[str, ...]
+
+
+def _records(raw: Iterable[object]) -> list[_Record]:
+    out = []
+    for r in raw:
+        if not isinstance(r, dict) or not isinstance(r.get("name"), str) or not r.get("keys"):
+            continue
+        keys = r["keys"]
+        out.append(_Record(r["name"], str(keys[0]), len(keys), str(r.get("fingerprint")),
+                           tuple(str(k) for k in r.get("failed") or [])))
+    return out
+
+
+def _load_previous(previous: Path | None) -> list[_Record]:
     """The previous build's per-tar records, or [] when there is none or it cannot be trusted."""
     if previous is None or not (previous / FINGERPRINTS_FILE).is_file():
         return []
@@ -213,22 +289,21 @@ def _load_previous(previous: Path | None) -> list[dict]:
         return []
     if not isinstance(doc, dict) or doc.get("version") != WRITER_VERSION:
         return []
-    return [s for s in doc.get("shards", []) if isinstance(s, dict)]
+    return _records(doc.get("shards", []))
 
 
-def _load_progress(folder: Path | None) -> list[dict]:
-    """The per-tar records a killed run appended as it went (a torn last line is ignored)."""
+def _progress_lines(folder: Path | None) -> Iterator[dict]:
+    """The per-tar records a run appended as it went (a torn last line is ignored)."""
     if folder is None or not (folder / PROGRESS_FILE).is_file():
-        return []
-    records = []
-    for line in (folder / PROGRESS_FILE).read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("version") == WRITER_VERSION:
-            records.append(record)
-    return records
+        return
+    with open(folder / PROGRESS_FILE, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("version") == WRITER_VERSION:
+                yield record
 
 
 def merge_progress(src: Path, dst: Path) -> int:
@@ -241,11 +316,11 @@ def merge_progress(src: Path, dst: Path) -> int:
     """
     dst.mkdir(parents=True, exist_ok=True)
     merged = 0
-    for record in _load_progress(src):
+    for record in _progress_lines(src):
         name = record.get("name")
         if not isinstance(name, str) or name != Path(name).name:
             continue
-        files = [name, name.replace(".tar", ".parquet")]
+        files = [name, index_name(name)]
         if not all((src / f).is_file() for f in files):
             continue
         for f in files:
@@ -264,139 +339,306 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def write_split(split: str, samples: Sequence[Sample], out_dir: Path, options: ShardOptions,
-                jpeg_of: Callable[[list[Sample]], list[bytes | None]],
-                previous: Path | None = None, resume_from: Path | None = None) -> SplitResult:
-    """Write the tars of one split into ``out_dir``; return index rows, sizes and failed samples.
+class _Candidates:
+    """An earlier build's tars, found by the key they start with (see :func:`_range_task`).
 
-    A tar closes at ``options.max_samples`` samples or before a sample would take it past
-    ``options.max_bytes`` (a single oversized sample still gets a tar of its own). ``jpeg_of``
-    encodes a batch of samples' images (in parallel, in order), so memory holds about one
-    shard's images at a time. A sample whose image fails to encode (``None``) is left out of its
-    tar and returned, for the caller's rejects table. ``previous`` is the last build of this
-    split; tars whose inputs did not change are hard-linked from it instead of rewritten.
-    ``resume_from`` is a killed run's folder of this split: its completed tars are reused the
-    same way (counted in ``resumed``).
+    The last record of a name wins (a resumed run's merged progress may repeat a name)."""
+
+    def __init__(self, folder: Path | None, records: list[_Record], resuming: bool) -> None:
+        latest = {r.name: r for r in records}
+        self.folder = folder
+        self.records = [r for r in records if latest[r.name] is r]
+        self.by_first = {r.first: i for i, r in enumerate(self.records)}
+        self.resuming = resuming
+
+    def covering(self, first: str, n: int) -> tuple[_Record, ...]:
+        """Consecutive records starting at key ``first`` that consumed ``n`` keys, or ()."""
+        i = self.by_first.get(first)
+        if self.folder is None or i is None:
+            return ()
+        out, total = [], 0
+        while total < n and i < len(self.records):
+            out.append(self.records[i])
+            total += self.records[i].n
+            i += 1
+        return tuple(out) if total == n else ()
+
+
+@dataclass(frozen=True)
+class RangeTask:
+    """One range of a split's samples (``max_samples`` in a row) for a worker to turn into tars.
+
+    Picklable: it travels to a process pool or a Dask worker with everything it needs, including
+    the earlier tars that may stand in for it (``candidates``: folder, records, from a killed run).
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
+
+    split: str
+    number: int
+    samples: tuple[Sample, ...]
+    out_dir: str
+    options: ShardOptions
+    jpeg_of: Callable[[list[Sample]], list[bytes | None]]
+    tag: str
+    candidates: tuple[tuple[str, tuple[_Record, ...], bool], ...] = ()
+
+
+@dataclass
+class TarPart:
+    """A tar and its index a worker made (or linked) under temporary names; the parent names them.
+
+    The worker writes the index with the name the tar gets when every range is one tar (range
+    ``n`` is ``<split>-n``: the usual case); the parent rewrites it only when that guess is off.
+    """
+
+    tmp: str
+    tmp_index: str
+    name: str         # the shard name written into the index
+    keys: list[str]   # the keys it consumed (failed ones included)
+    failed: list[str]
+    fingerprint: str
+    samples: int
+    rows: int
+    reused: bool = False
+
+
+@dataclass
+class RangeResult:
+    parts: list[TarPart]
+    failed: list[Sample]
+    resumed: bool = False  # its tars came from a killed run's folder
+
+
+def build_range(task: RangeTask) -> RangeResult:
+    """Turn one range into tars under temporary names in ``task.out_dir``: link the earlier
+    build's tars when their fingerprints still match, else encode the images and write.
+
+    A tar closes before a sample would take it past ``options.max_bytes`` (a single oversized
+    sample still gets a tar of its own), so a range is one tar unless the byte limit cuts it.
+    A sample whose image fails to encode (None) is left out and returned, for the rejects.
+    The bytes depend on the range alone, so the worker count cannot change them.
+    """
+    samples, options = task.samples, task.options
+    fingerprints = [s.fingerprint() for s in samples]
+    for folder, records, resuming in task.candidates:
+        linked = _reuse(task, fingerprints, Path(folder), records)
+        if linked is not None:
+            failed = {k for p in linked for k in p.failed}
+            return RangeResult(linked, [s for s in samples if s.key in failed], resumed=resuming)
+    jpgs = task.jpeg_of(list(samples))
+    result = RangeResult([], [])
+    chunk: list[tuple[Sample, dict[str, bytes]]] = []
+    keys: list[str] = []
+    failed: list[str] = []
+    first = size = 0
+
+    def close(end: int) -> None:
+        nonlocal chunk, keys, failed, first, size
+        if chunk:
+            tmp, tmp_index, name = _part_paths(task, len(result.parts))
+            rows = _write_tar(tmp, task.split, chunk)
+            write_table([{**r, "shard": name} for r in rows], "shard_index", tmp_index)
+            result.parts.append(TarPart(str(tmp), str(tmp_index), name, keys, failed,
+                                        _fingerprint_of(fingerprints[first:end], options), len(chunk), len(rows)))
+        chunk, keys, failed, first, size = [], [], [], end, 0
+
+    for i, (sample, jpg) in enumerate(zip(samples, jpgs, strict=True)):
+        if jpg is None:
+            result.failed.append(sample)
+            keys.append(sample.key)
+            failed.append(sample.key)
+            continue
+        members = _members(sample, jpg)
+        need = _sample_bytes(members)
+        if options.max_bytes and chunk and _tar_bytes(size + need) > options.max_bytes:
+            close(i)
+        chunk.append((sample, members))
+        keys.append(sample.key)
+        size += need
+    close(len(samples))
+    return result
+
+
+def _part_paths(task: RangeTask, part: int) -> tuple[Path, Path, str]:
+    """Temporary tar and index paths of part ``part`` of a range, and its likely shard name."""
+    stem = Path(task.out_dir) / f".{task.split}-r{task.number:06d}-{part}"
+    return Path(f"{stem}.{task.tag}.tmp"), Path(f"{stem}i.{task.tag}.tmp"), shard_name(task.split, task.number + part)
+
+
+def _reuse(task: RangeTask, fingerprints: list[str], folder: Path,
+           records: tuple[_Record, ...]) -> list[TarPart] | None:
+    """Link the earlier tars ``records`` for this range if every one's fingerprint still matches."""
+    found, pos = [], 0
+    for record in records:
+        window = task.samples[pos:pos + record.n]
+        if window[0].key != record.first or record.fingerprint != _fingerprint_of(fingerprints[pos:pos + record.n],
+                                                                                   task.options):
+            return None
+        if not ((folder / record.name).is_file() and (folder / index_name(record.name)).is_file()):
+            return None
+        found.append((record, window))
+        pos += record.n
+    parts = []
+    for n, (record, window) in enumerate(found):
+        tmp, tmp_index, name = _part_paths(task, n)
+        index = folder / index_name(record.name)
+        try:
+            if record.name == name:
+                rows = pq.read_metadata(index).num_rows
+                _link_or_copy(index, tmp_index)
+            else:
+                table = pq.read_table(index)
+                rows = table.num_rows
+                write_table(table.set_column(table.schema.get_field_index("shard"), "shard",
+                                             pa.array([name] * rows, pa.string())), "shard_index", tmp_index)
+        except (OSError, ValueError, pa.ArrowException):
+            return None
+        _link_or_copy(folder / record.name, tmp)
+        parts.append(TarPart(str(tmp), str(tmp_index), name, [s.key for s in window], list(record.failed),
+                             record.fingerprint, record.n - len(record.failed), rows, reused=True))
+    return parts
+
+
+def _write_tar(path: Path, split: str, chunk: list[tuple[Sample, dict[str, bytes]]]) -> list[dict]:
+    """Write one tar; return its index rows (one per caption; ``shard`` is filled in by the caller).
+
+    The bytes are those of ``webdataset.TarWriter`` (owner derm1m, mode 0444, mtime 0): each
+    sample's members sorted by name, every member a header from :meth:`tarfile.TarInfo.tobuf`
+    (the format ``tarfile`` writes by default, PAX) and its data padded to 512 bytes, then two
+    zero blocks and padding to a whole 10 KiB record, as :meth:`tarfile.TarFile.close` ends an
+    archive. Written here rather than through ``TarFile.addfile``, which copies each TarInfo and
+    wraps each member in a file object: at six members a sample that was most of the stage's CPU.
+    ``tests/test_shards.py`` checks the bytes against ``webdataset.TarWriter``'s. The ``.jpg``
+    offsets come out of the same loop, so the tar is not read back to index it.
+    """
+    rows = []
+    pos = 0
+    with open(path, "wb") as fh:
+        for i, (s, members) in enumerate(chunk):
+            offset = 0
+            for ext in sorted(members):
+                if ext == "__key__":
+                    continue
+                data = members[ext]
+                info = tarfile.TarInfo(f"{s.key}.{ext}")
+                info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o444, "derm1m", "derm1m"
+                header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+                if ext == "jpg":
+                    offset = pos
+                fh.write(header)
+                fh.write(data)
+                fh.write(b"\0" * (-len(data) % _TAR_BLOCK))
+                pos += len(header) + len(data) + -len(data) % _TAR_BLOCK
+            rows += [{"key": s.key, "pair_id": pair_id, "image_id": s.image_id, "split": split, "shard": "",
+                      "index_in_shard": i, "txt_member": "txt" if n == 0 else f"txt.{n}",
+                      "variant_members": _variant_members(s, n), "offset": offset, "jpg_bytes": len(members["jpg"])}
+                     for n, (pair_id, _) in enumerate(s.captions)]
+        fh.write(b"\0" * (2 * _TAR_BLOCK + -(pos + 2 * _TAR_BLOCK) % _TAR_RECORD))
+    return rows
+
+
+def _range_task(split: str, number: int, samples: list[Sample], out_dir: Path, options: ShardOptions,
+                jpeg_of: Callable[[list[Sample]], list[bytes | None]], tag: str,
+                sources: Sequence[_Candidates]) -> RangeTask:
+    candidates = tuple((str(c.folder), found, c.resuming) for c in sources
+                       if (found := c.covering(samples[0].key, len(samples))))
+    return RangeTask(split, number, tuple(samples), str(out_dir), options, jpeg_of, tag, candidates)
+
+
+def _ranges(samples: Iterable[Sample], size: int, split: str) -> Iterator[list[Sample]]:
+    """Consecutive runs of ``size`` samples, checking keys: valid and strictly ascending.
+
+    Ascending (the stage's query sorts by key) is what makes a repeated key detectable without
+    remembering every key of a million-sample split.
+    """
+    batch: list[Sample] = []
+    last: str | None = None
     for s in samples:
         check_key(s.key)
-        if s.key in seen:
-            raise PipelineError(f"split {split}: sample key {s.key!r} occurs twice; keys must be unique")
-        seen.add(s.key)
-    sources = [(previous, {r.get("name"): r for r in _load_previous(previous)}, False),
-               (resume_from, {r.get("name"): r for r in _load_progress(resume_from)}, True)]
+        if last is not None and s.key <= last:
+            if s.key == last:
+                raise PipelineError(f"split {split}: sample key {s.key!r} occurs twice; keys must be unique")
+            raise PipelineError(f"split {split}: sample key {s.key!r} comes after {last!r}; samples must come in "
+                                "ascending key order")
+        last = s.key
+        batch.append(s)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def write_split(split: str, samples: Iterable[Sample], out_dir: Path, options: ShardOptions,
+                jpeg_of: Callable[[list[Sample]], list[bytes | None]],
+                previous: Path | None = None, resume_from: Path | None = None,
+                executor: Executor | None = None) -> SplitResult:
+    """Write the tars of one split into ``out_dir``; return sizes, failed samples and counts.
+
+    ``samples`` is a stream in ascending key order, cut into ranges of ``options.max_samples``;
+    each range becomes one tar (more when ``options.max_bytes`` cuts it, none when every image
+    failed) in a worker of ``executor`` (in this process when None): ``jpeg_of`` encodes a
+    range's images there (it must pickle for a process pool), and the worker writes the tar.
+    Here the finished tars are named in order (``<split>-NNNNNN.tar``), indexed, and recorded,
+    so the output is the same whatever the worker count, and memory holds a few ranges at a
+    time. ``previous`` is the last build of this split: a range whose samples and inputs did not
+    change is hard-linked from it instead of rewritten. ``resume_from`` is a killed run's folder
+    of this split: its completed tars are reused the same way (counted in ``resumed``).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sources = [_Candidates(previous, _load_previous(previous), False),
+               _Candidates(resume_from, _records(_progress_lines(resume_from)), True)]
     progress = out_dir / PROGRESS_FILE
     progress.unlink(missing_ok=True)
-    result = SplitResult([], {}, [])
-    records: list[dict] = []
-    encoded: dict[int, bytes | None] = {}
-    pos = 0
-
-    def jpg_at(i: int) -> bytes | None:
-        if i not in encoded:
-            batch = list(samples[i:i + options.max_samples])
-            encoded.update(zip(range(i, i + len(batch)), jpeg_of(batch), strict=True))
-        return encoded.pop(i)
-
-    while pos < len(samples):
-        shard_no = len(records)
-        name = shard_name(split, shard_no)
-        reused = None
-        for folder, by_name, resuming in sources:
-            reused = _reuse(by_name.get(name), samples, pos, options, folder, out_dir, name)
-            if reused is not None:
-                result.resumed += resuming
-                break
-        if reused is not None:
-            rows, consumed, failed_keys = reused
-            result.failed += [s for s in samples[pos:pos + consumed] if s.key in failed_keys]
-            result.reused += 1
-            for i in [i for i in encoded if i < pos + consumed]:
-                del encoded[i]
-        else:
-            chunk: list[tuple[Sample, bytes]] = []
-            size = 0
-            start = pos
-            failed_keys = set()
-            while pos < len(samples) and len(chunk) < options.max_samples:
-                jpg = jpg_at(pos)
-                if jpg is None:
-                    result.failed.append(samples[pos])
-                    failed_keys.add(samples[pos].key)
-                    pos += 1
-                    continue
-                need = _sample_bytes(samples[pos], jpg)
-                if options.max_bytes and chunk and _tar_bytes(size + need) > options.max_bytes:
-                    encoded[pos] = jpg  # starts the next tar
-                    break
-                chunk.append((samples[pos], jpg))
-                size += need
-                pos += 1
-            consumed = pos - start
-            pos = start
-            rows = _write_tar(split, name, chunk, out_dir)
-            result.written += 1
-        records.append({"name": name, "keys": [s.key for s in samples[pos:pos + consumed]],
-                         "failed": sorted(failed_keys),
-                         "fingerprint": _shard_fingerprint(samples[pos:pos + consumed], options)})
-        pos += consumed
-        if rows:
-            result.index_rows.extend(rows)
-            result.sizes[name] = len({r["key"] for r in rows})
+    result = SplitResult(out_dir)
+    tag = f"{os.getpid()}.w"
+    tasks = (_range_task(split, n, batch, out_dir, options, jpeg_of, tag, sources)
+             for n, batch in enumerate(_ranges(samples, options.max_samples, split)))
+    results: Iterable[RangeResult] = (executor.imap(build_range, tasks, f"shard {split}", "tar")
+                                      if executor is not None else map(build_range, tasks))
+    for done in results:
+        result.failed += done.failed
+        for part in done.parts:
+            name = shard_name(split, len(result.sizes))
+            os.replace(part.tmp, out_dir / name)
+            if part.name == name:
+                os.replace(part.tmp_index, out_dir / index_name(name))
+            else:   # an earlier range made no tar or several: the names moved up
+                table = pq.read_table(part.tmp_index)
+                write_table(table.set_column(table.schema.get_field_index("shard"), "shard",
+                                             pa.array([name] * table.num_rows, pa.string())),
+                            "shard_index", out_dir / index_name(name))
+                os.unlink(part.tmp_index)
+            result.sizes[name] = part.samples
+            result.rows += part.rows
+            result.reused += part.reused
+            result.resumed += part.reused and done.resumed
+            result.written += not part.reused
+            record = {"name": name, "keys": part.keys, "failed": sorted(part.failed), "fingerprint": part.fingerprint}
             with open(progress, "a", encoding="utf-8") as fh:   # the tar and its index are complete
-                fh.write(json.dumps({"version": WRITER_VERSION, **records[-1]}, ensure_ascii=False) + "\n")
+                fh.write(json.dumps({"version": WRITER_VERSION, **record}, ensure_ascii=False) + "\n")
             kill_point("shard_tar_done")
-        else:  # every image of the chunk failed: no tar, and no number used up
-            records.pop()
-            (out_dir / name).unlink(missing_ok=True)
+    for stray in out_dir.glob(f".*.{tag}.tmp"):   # a range whose tars were never named (cannot happen)
+        stray.unlink()
     write_json(result.sizes, out_dir / SIZES_FILE)
-    write_json({"version": WRITER_VERSION, "options": str(options), "shards": records}, out_dir / FINGERPRINTS_FILE)
+    _write_fingerprints(out_dir / FINGERPRINTS_FILE, options, _progress_lines(out_dir))
     progress.unlink(missing_ok=True)
     return result
 
 
-def _reuse(record: dict | None, samples: Sequence[Sample], pos: int, options: ShardOptions,
-           previous: Path | None, out_dir: Path, name: str) -> tuple[list[dict], int, set[str]] | None:
-    """Link the previous build's tar ``name`` into ``out_dir`` if its inputs are unchanged."""
-    if record is None or previous is None or record.get("name") != name:
-        return None
-    keys = record.get("keys") or []
-    window = samples[pos:pos + len(keys)]
-    if [s.key for s in window] != keys or record.get("fingerprint") != _shard_fingerprint(window, options):
-        return None
-    tar, index = previous / name, previous / name.replace(".tar", ".parquet")
-    if not (tar.is_file() and index.is_file()):
-        return None
-    try:
-        rows = pd.read_parquet(index).to_dict("records")
-    except (OSError, ValueError):
-        return None
-    _link_or_copy(tar, out_dir / name)
-    _link_or_copy(index, out_dir / index.name)
-    return rows, len(keys), set(record.get("failed") or [])
+def _write_fingerprints(path: Path, options: ShardOptions, records: Iterable[dict]) -> None:
+    """``fingerprints.json`` from the progress records, written as they stream by.
 
+    The same bytes as :func:`pipeline.tables.write_json` of ``{"options", "shards", "version"}``
+    (sorted keys, indent 2), without holding every key of the split in memory at once.
+    """
+    def indented(obj: object) -> str:
+        return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False).replace("\n", "\n    ")
 
-def _write_tar(split: str, name: str, chunk: list[tuple[Sample, bytes]], out_dir: Path) -> list[dict]:
-    """Write one tar and its index parquet; return the index rows (one per caption)."""
-    if not chunk:
-        return []
-    with open(out_dir / name, "wb") as fh:
-        writer = wds.TarWriter(fh, user="derm1m", group="derm1m", mode=0o444, mtime=0, encoder=False)
-        for sample, jpg in chunk:
-            writer.write(_members(sample, jpg))
-        writer.close()
-    offsets = _member_offsets(out_dir / name)
-    rows = [{"key": s.key, "pair_id": pair_id, "image_id": s.image_id, "split": split, "shard": name,
-             "index_in_shard": i, "txt_member": "txt" if n == 0 else f"txt.{n}",
-             "variant_members": _variant_members(s, n), "offset": offsets[f"{s.key}.jpg"], "jpg_bytes": len(j)}
-            for i, (s, j) in enumerate(chunk) for n, (pair_id, _) in enumerate(s.captions)]
-    write_table(rows, "shard_index", out_dir / name.replace(".tar", ".parquet"))
-    return rows
-
-
-def _member_offsets(tar_path: Path) -> dict[str, int]:
-    """Byte offset of each member's header in the tar (for random access by key)."""
-    with tarfile.open(tar_path) as tar:
-        return {m.name: m.offset for m in tar.getmembers()}
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("{\n" + f'  "options": {json.dumps(str(options), ensure_ascii=False)},\n  "shards": [')
+        n = 0
+        for record in records:
+            record = {k: v for k, v in record.items() if k != "version"}
+            fh.write(("," if n else "") + "\n    " + indented(record))
+            n += 1
+        fh.write(("\n  ]" if n else "]") + f',\n  "version": {json.dumps(WRITER_VERSION)}\n' + "}\n")

@@ -16,7 +16,9 @@ from pipeline.errors import PipelineError
 from pipeline.params import section
 from pipeline.query import connect
 from pipeline.report import data, figures, render
-from pipeline.stages import StageResult, Timer
+from pipeline.stages import StageResult, Timer, read_summaries
+from pipeline.stages.order import DATA_STAGES
+from pipeline.stages.split import SPLITS
 from pipeline.tables import Publication, atomic_path, write_json
 from pipeline.text.ontology import Ontology
 from pipeline.training.compare import comparison_columns
@@ -159,6 +161,28 @@ def _csv_cell(value: object) -> str:
     return '"' + text.replace('"', '""') + '"' if any(ch in text for ch in ',"\n') else text
 
 
+#: Wall time and peak memory of each stage's last run, from the stage summaries (not a DVC out).
+STAGE_TIMES = "stage_times.csv"
+_TIME_COLUMNS = ("stage", "seconds", "rows_in", "rows_out", "rejected", "rows_per_second", "max_rss_mb",
+                 "max_worker_rss_mb")
+
+
+def stage_times(summaries: list[dict]) -> str:
+    """``stage_times.csv`` from the recorded summaries, in pipeline order ("" when there is none)."""
+    if not summaries:
+        return ""
+    order = {name: i for i, (name, _, _) in enumerate(DATA_STAGES)}
+    lines = [",".join(_TIME_COLUMNS)]
+    for doc in sorted(summaries, key=lambda s: (order.get(s["stage"], len(order)), s["stage"])):
+        seconds = float(doc.get("seconds") or 0)
+        rows = max(int(doc.get("rows_in") or 0), int(doc.get("rows_out") or 0))
+        values = [doc["stage"], f"{seconds:.2f}", doc.get("rows_in", 0), doc.get("rows_out", 0), doc.get("rejected", 0),
+                  f"{rows / seconds:.0f}" if seconds > 0 else "", doc.get("max_rss_mb", ""),
+                  doc.get("max_worker_rss_mb", "")]
+        lines.append(",".join(_csv_cell(v) for v in values))
+    return "\n".join(lines) + "\n"
+
+
 def write_text(path: Path, text: str | bytes) -> None:
     """Atomic write of text or bytes (a killed stage never leaves half a page or image).
 
@@ -185,11 +209,18 @@ def run(params: dict) -> StageResult:
     with Timer(StageResult("report")) as result:
         onto = Ontology.load(ann["ontology"])
         con = connect(params)
+        shards = Path(section(params, "shard", {"out": str})["out"])
         try:
             metrics = collect_metrics(con)
-            d = data.collect(con, onto, ann["concepts"], cfg["top_n"], cfg["examples"])
+            d = data.collect(con, onto, ann["concepts"], cfg["top_n"], cfg["examples"],
+                             {split: shards / split for split in SPLITS})
         finally:
             con.close()
+        sc = d["scale"]
+        metrics["shard"].update({f"bytes_{split}": tar_bytes for split, _, _, _, tar_bytes, _, _ in sc["shards"]})
+        metrics["shard"]["repeated_jpeg_bytes"] = sum(r[6] for r in sc["shards"])
+        metrics["shard"]["pairs_per_image"] = round(sc["pairs_per_image"], 4)
+        metrics["dedup"]["largest_cluster_share"] = round(sc["largest_cluster_share"], 6)
         result.rows_in = d["overview"]["pairs"]
         pngs = make_figures(d, context)
         d["model"] = model_comparison(params)
@@ -203,6 +234,9 @@ def run(params: dict) -> StageResult:
                 write_text(pub.file(out / name), png)
             write_text(pub.file(out / "index.html"), render.build_html(d, pngs, cfg["title"], context))
             write_text(pub.file(out / "DATASET_CARD.md"), render.build_card(d, cfg["title"], context))
+        times = stage_times(read_summaries(params))
+        if times:   # not a DVC out (times differ on every run), so outside the publication
+            write_text(out / STAGE_TIMES, times)
         result.rows_out = len(pngs)
         result.extra = {"figures": len(pngs), "html": str(out / "index.html")}
     return result

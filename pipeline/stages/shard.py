@@ -25,21 +25,30 @@ import functools
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-import pandas as pd
+import duckdb
 
-from pipeline.corpus import join_corpus, table_paths
+from pipeline.corpus import (
+    BATCH_ROWS,
+    CHUNK_PAIRS,
+    duckdb_scratch,
+    join_corpus,
+    rows_of,
+    skeleton_sql,
+    table_paths,
+    table_source,
+)
 from pipeline.errors import ConfigError
-from pipeline.executor import make_executor
+from pipeline.executor import make_executor, resolve_workers
 from pipeline.faults import kill_point
 from pipeline.params import section
 from pipeline.rejects import Reject
-from pipeline.shards.writer import Sample, ShardOptions, encode_jpeg, merge_progress, write_split
+from pipeline.shards.writer import Sample, ShardOptions, encode_samples, merge_progress, write_split
 from pipeline.stages import StageResult, Timer
 from pipeline.stages.split import SPLITS
-from pipeline.tables import Publication, partial_dir, read_table, write_table
+from pipeline.tables import Publication, TableWriter, partial_dir, write_table
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +66,9 @@ _CONFIG = {"out": str, "max_samples_per_shard": int, "max_shard_bytes": int, "ma
            "text_variants": list}
 
 
-def run(params: dict) -> StageResult:
+def run(params: dict, batch_rows: int = BATCH_ROWS, chunk_pairs: int = CHUNK_PAIRS) -> StageResult:
+    """Write the shards; ``batch_rows`` and ``chunk_pairs`` (how the join is read, see
+    :func:`pipeline.corpus.join_corpus`) change no byte."""
     cfg = section(params, "shard", _CONFIG)
     if cfg["captions"] not in CAPTION_MODES:
         raise ConfigError(f"params.yaml: shard.captions {cfg['captions']!r} is not one of {list(CAPTION_MODES)}")
@@ -73,38 +84,34 @@ def run(params: dict) -> StageResult:
     options = ShardOptions(cfg["max_samples_per_shard"], cfg["max_shard_bytes"],
                            f"max_side={cfg['max_side']},quality={cfg['jpeg_quality']},"
                            f"skip_reencode={cfg['skip_reencode']},captions={cfg['captions']}")
-    with Timer(StageResult("shard")) as result, make_executor(params, workers) as ex:
-        paths_ = table_paths(params)
-        pairs = read_table("pairs", paths_["pairs"])
-        images = read_table("images", paths_["images"])
-        frame = join_corpus(params)
-        result.rows_in = len(pairs)
-        rejects = [Reject("shard", r.source, r.pair_id, "hash_failed", "image was rejected by dedup", None)
-                   for r in pairs[~pairs["pair_id"].isin(frame["pair_id"])].itertuples()]
-        # Pairs split off by decontamination: accounted for here, so pairs = samples + rejects.
-        rejects += [Reject("shard", r.source, r.pair_id, "decontaminated", "image matches a benchmark image", r.path)
-                    for r in frame[~frame["split"].isin(SPLITS)].itertuples()]
-        encode = functools.partial(encode_jpeg, max_side=cfg["max_side"], quality=cfg["jpeg_quality"],
-                                   skip_reencode=cfg["skip_reencode"])
-        sha = dict(zip(images["image_id"], images["sha256"], strict=True))
-
-        ex.check_inputs({str(Path(p).parent) for p in frame["canonical_path"].dropna()})
-
-        def jpeg_of(chunk: list[Sample]) -> list[bytes | None]:
-            unique = sorted({s.image_path for s in chunk})
-            encoded = dict(zip(unique, ex.map(encode, unique, "encode", "img"), strict=True))
-            return [encoded[s.image_path] for s in chunk]
-
-        index_rows: list[dict] = []
+    encode = functools.partial(encode_samples, max_side=cfg["max_side"], quality=cfg["jpeg_quality"],
+                               skip_reencode=cfg["skip_reencode"])
+    # The pool forks first (small parent); DuckDB's threads start after, in this process only.
+    with Timer(StageResult("shard")) as result, make_executor(params, workers) as ex, \
+            duckdb_scratch(out, resolve_workers(workers)) as con:
+        pairs = table_source("pairs", table_paths(params)["pairs"])
+        result.rows_in = int(con.execute(f"select count(*) from {pairs}").fetchall()[0][0])
+        rejects = _rejects(con, params, pairs)
+        # Workers read the images and write the tars: on a cluster both must be on shared storage.
+        ex.check_inputs([str(out), *(p or "." for (p,) in con.sql(
+            f"select distinct parse_dirpath(canonical_path) from ({skeleton_sql(params)}) where {_IN_SPLITS}"
+        ).fetchall())])
+        order = ["pair_id"] if cfg["captions"] == "pair" else ["canonical_image_id", "pair_id"]
+        columns = sorted({*META_COLUMNS, *_CANONICAL_COLUMNS, *(TEXT_VARIANTS[v] for v in variants)})
         result.extra = {}
+        index_rows = 0   # one per caption: pairs in = index rows + rejects
         with Publication(out / ".shard.commit.json") as pub:
+            folders = {}
             for split in SPLITS:
-                rows = frame[frame["split"] == split]
-                samples = _samples(rows, sha, cfg["captions"], variants)
+                fits = functools.partial(_fits, max_side=cfg["max_side"]) if cfg["skip_reencode"] else None
+                rows = rows_of(join_corpus(con, params, f"split = '{split}'", order, columns, batch_rows,
+                                           chunk_pairs=chunk_pairs))
+                samples = _samples(rows, cfg["captions"], variants, fits)
                 previous = out / split if (out / split).is_dir() else None
                 resume_from = _take_partial(out / split)
                 tmp = pub.directory(out / split, partial=True)
-                written = write_split(split, samples, tmp, options, jpeg_of, previous, resume_from)
+                written = write_split(split, samples, tmp, options, encode, previous, resume_from, ex)
+                folders[split] = written
                 if resume_from is not None:
                     log.warning("shard: resumed %d of %d %s tars from an interrupted run", written.resumed,
                                 len(written.sizes), split)
@@ -112,9 +119,10 @@ def run(params: dict) -> StageResult:
                     rejects += [Reject("shard", s.meta["source"], pair_id, "shard_image_failed",
                                        "canonical image could not be re-encoded", s.image_path)
                                 for pair_id, _ in s.captions]
-                index_rows += written.index_rows
+                index_rows += written.rows
                 result.extra[split] = sum(written.sizes.values())
                 result.extra[f"{split}_tars"] = len(written.sizes)
+                result.extra[f"{split}_bytes"] = sum((tmp / name).stat().st_size for name in written.sizes)
                 result.extra.setdefault("tars_reused", 0)
                 result.extra["tars_reused"] += written.reused
                 if resume_from is not None:
@@ -124,13 +132,46 @@ def run(params: dict) -> StageResult:
                                 "open_clip will run fewer workers; lower shard.max_samples_per_shard",
                                 len(written.sizes), cfg["min_train_shards"])
                     result.extra["warning"] = "fewer train tars than workers x GPUs"
-            write_table(index_rows, "shard_index", pub.file(out / "manifest.parquet"))
+            # The manifest is the tars' own index tables, in key order (split, tar, position).
+            with TableWriter("shard_index", pub.file(out / "manifest.parquet")) as manifest:
+                for split in sorted(SPLITS):
+                    for table in folders[split].index_tables():
+                        manifest.write(table)
             write_table([r.row() for r in rejects], "rejects", pub.file(out / "rejects.parquet"))
             kill_point("shard_before_publish")
         for split in SPLITS:
             shutil.rmtree(_resume_dir(out / split), ignore_errors=True)
-        result.rows_out, result.rejected = len(index_rows), len(rejects)
+        result.rows_out, result.rejected = index_rows, len(rejects)
     return result
+
+
+_CANONICAL_COLUMNS = ("canonical_path", "canonical_sha256", "canonical_format", "canonical_mode",
+                      "canonical_exif_orientation", "canonical_width", "canonical_height")
+
+
+def _fits(row: dict, max_side: int) -> bool:
+    """Whether the canonical image may pass through as it is (``shard.skip_reencode``): an RGB
+    JPEG, upright, within ``max_side``, as ingest decoded it (the file's SHA-256 is in the
+    fingerprint, so the answer cannot go stale behind a reused tar)."""
+    return (row["canonical_format"] == "JPEG" and row["canonical_mode"] == "RGB"
+            and row["canonical_exif_orientation"] in (0, 1)
+            and max(row["canonical_width"] or 0, row["canonical_height"] or 0) <= max_side)
+
+
+# Joined rows in a split of the shards; the rest were removed by decontamination.
+_IN_SPLITS = "split in (" + ", ".join(f"'{s}'" for s in SPLITS) + ")"
+def _rejects(con: duckdb.DuckDBPyConnection, params: dict, pairs: str) -> list[Reject]:
+    """Pairs with no sample: their image failed dedup hashing (no cluster), or its cluster was
+    split off by decontamination; accounted for here, so pairs = samples + rejects."""
+    clusters = table_source("clusters", table_paths(params)["clusters"])
+    hash_failed = con.execute(f"select source, pair_id from {pairs} where image_id not in "
+                              f"(select image_id from {clusters}) order by pair_id").fetchall()
+    removed = con.execute(f"select source, pair_id, path from ({skeleton_sql(params)}) "
+                          f"where not coalesce({_IN_SPLITS}, false) order by pair_id").fetchall()
+    return ([Reject("shard", source, pair_id, "hash_failed", "image was rejected by dedup", None)
+             for source, pair_id in hash_failed]
+            + [Reject("shard", source, pair_id, "decontaminated", "image matches a benchmark image", path)
+               for source, pair_id, path in removed])
 
 
 def _resume_dir(dest: Path) -> Path:
@@ -153,30 +194,34 @@ def _take_partial(dest: Path) -> Path | None:
     return resume if resume.is_dir() else None
 
 
-def _samples(rows: pd.DataFrame, sha: dict[str, str], mode: str, variants: Sequence[str] = ()) -> list[Sample]:
+def _samples(rows: Iterable[dict], mode: str, variants: Sequence[str] = (),
+             fits: Callable[[dict], bool] | None = None) -> Iterator[Sample]:
     """Samples of one split in key order: one per pair, or one per canonical image (cluster).
 
-    ``variants`` (shard.text_variants) add each pair's enriched captions, aligned with its
-    caption's position in the sample, so ``ontology.txt.1`` belongs to ``txt.1``.
+    ``rows`` come ordered by pair id (``pair``) or by canonical image then pair id (``cluster``),
+    so a cluster's captions arrive together. ``variants`` (shard.text_variants) add each pair's
+    enriched captions, aligned with its caption's position in the sample, so
+    ``ontology.txt.1`` belongs to ``txt.1``. ``fits`` tells from a row whether its canonical
+    image passes through without re-encoding (None: the encoder reads the header).
     """
-    meta = rows[META_COLUMNS].astype(object).where(rows[META_COLUMNS].notna(), None).to_dict("records")
-    paths = dict(zip(rows["pair_id"], rows["canonical_path"], strict=True))
-    texts = {name: dict(zip(rows["pair_id"], rows[TEXT_VARIANTS[name]].astype(object)
-                            .where(rows[TEXT_VARIANTS[name]].notna(), None), strict=True)) for name in variants}
-
-    def variants_of(pair_ids: list[str]) -> tuple[tuple[str, tuple[str | None, ...]], ...]:
-        return tuple((name, tuple(texts[name][p] for p in pair_ids)) for name in variants)
+    def sample(key: str, group: list[dict]) -> Sample:
+        meta = [{c: r[c] for c in META_COLUMNS} for r in group]
+        return Sample(key=key, image_id=group[0]["canonical_image_id"], image_path=group[0]["canonical_path"],
+                      image_sha256=group[0]["canonical_sha256"] or "",
+                      captions=tuple((m["pair_id"], m["truncated_caption"]) for m in meta),
+                      meta=meta[0] if mode == "pair" else {**meta[0], "pairs": meta},
+                      variants=tuple((name, tuple(r[TEXT_VARIANTS[name]] for r in group)) for name in variants),
+                      passthrough=fits(group[0]) if fits is not None else None)
 
     if mode == "pair":
-        return [Sample(key=m["pair_id"], image_id=m["canonical_image_id"], image_path=paths[m["pair_id"]],
-                       image_sha256=sha.get(m["canonical_image_id"], ""),
-                       captions=((m["pair_id"], m["truncated_caption"]),), meta=m,
-                       variants=variants_of([m["pair_id"]])) for m in meta]
-    groups: dict[str, list[dict]] = {}
-    for m in sorted(meta, key=lambda m: m["pair_id"]):
-        groups.setdefault(m["canonical_image_id"], []).append(m)
-    return [Sample(key=image_id, image_id=image_id, image_path=paths[group[0]["pair_id"]],
-                   image_sha256=sha.get(image_id, ""),
-                   captions=tuple((m["pair_id"], m["truncated_caption"]) for m in group),
-                   meta={**group[0], "pairs": group}, variants=variants_of([m["pair_id"] for m in group]))
-            for image_id, group in sorted(groups.items())]
+        for row in rows:
+            yield sample(row["pair_id"], [row])
+        return
+    group: list[dict] = []
+    for row in rows:
+        if group and row["canonical_image_id"] != group[0]["canonical_image_id"]:
+            yield sample(group[0]["canonical_image_id"], group)
+            group = []
+        group.append(row)
+    if group:
+        yield sample(group[0]["canonical_image_id"], group)
